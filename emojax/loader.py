@@ -1,0 +1,108 @@
+"""Grain pipelines over precomputed ArrayRecord examples.
+
+Training order is a pure function of (seed, epoch): a resumed run asks for the
+batches of an epoch from position `start` and gets exactly the batches an
+uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from emojax import arrays, corpora, splits
+
+# The arrays a step consumes; the text fields stay on the host.
+ARRAY_KEYS = ('audio', 'video', 'label')
+
+
+class _Lookup:
+  """Maps a record index to the arrays of that record (picklable for Grain workers)."""
+
+  def __init__(self, source: Any):
+    self.source = source
+
+  def __call__(self, index: int) -> dict[str, np.ndarray]:
+    record = self.source[int(index)]
+    return {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
+
+
+@dataclasses.dataclass
+class Split:
+  """Some records of a build (by index) and how to batch them."""
+
+  source: Any
+  indices: Sequence[int]
+  num_workers: int = 0
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def _iterate(self, dataset: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+    if self.num_workers:
+      iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+    return iter(iterable)
+
+  def train_batches(self, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Full batches of one epoch in a (seed, epoch)-determined order, from batch `start` on."""
+    dataset = (grain.MapDataset.source(np.asarray(self.indices, np.int64))
+               .shuffle(seed=seed * 100_003 + epoch)
+               .map(_Lookup(self.source))
+               .batch(batch_size, drop_remainder=True))
+    return self._iterate(dataset[start:])
+
+  def eval_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Every example once, in order; the last batch is padded to full size (one compiled shape)
+    and comes with a mask of its real rows."""
+    indices = np.asarray(self.indices, np.int64)
+    padded = -(-len(indices) // batch_size) * batch_size
+    valid = np.arange(padded) < len(indices)
+    indices = np.concatenate([indices, np.full(padded - len(indices), indices[0])])
+    dataset = grain.MapDataset.source(indices).map(_Lookup(self.source)).batch(batch_size)
+    for i, batch in enumerate(self._iterate(dataset)):
+      yield batch, valid[i * batch_size:(i + 1) * batch_size]
+
+  def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+    """A batch of the right shapes (for initialising parameters)."""
+    record = _Lookup(self.source)(self.indices[0])
+    return {k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}
+
+
+@dataclasses.dataclass
+class Data:
+  """What training needs: class names and the two sides of a split."""
+
+  class_names: tuple[str, ...]
+  train: Split
+  test: Split
+
+
+def load_data(config, workdir: str | None = None) -> Data:
+  """Corpus -> features -> ArrayRecord build -> split -> Grain splits, as `config` says.
+
+  The split (with utterance ids) is written to `<workdir>/split.json`.
+  """
+  dc = config.data
+  corpus = corpora.get_corpus(config.corpus)
+  spec = arrays.FeatureSpec(
+      variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=dc.clip_seconds,
+      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=config.model.name in ('video3d', 'fusion'),
+      video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop)
+  built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
+  split = splits.make_split(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
+                            num_test_speakers=dc.num_test_speakers, fold=dc.fold,
+                            test_fraction=dc.test_fraction, seed=config.seed)
+  train_indices = split['train']
+  if dc.balance_per_class:
+    train_indices = splits.balance(train_indices, [e['label'] for e in built.examples], dc.balance_per_class,
+                                   seed=config.seed)
+  print(splits.describe({**split, 'train': train_indices}, built.examples, built.class_names))
+  if workdir:
+    splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
+  return Data(class_names=built.class_names,
+              train=Split(built.source, train_indices, dc.num_workers),
+              test=Split(built.source, split['test'], dc.num_workers))

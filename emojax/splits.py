@@ -1,0 +1,93 @@
+"""Train/test splits over a build's examples, and training-set balancing.
+
+Schemes:
+  'speaker'  whole speakers held out (the split the field trusts)
+  'group'    leave-one-group-out fold (IEMOCAP session, actor, ...)
+  'random'   the paper's random 80/20 over clips: clips of the same utterance and
+             speaker land on both sides, so its figures are optimistic
+Every split is written to the workdir as JSON so anyone can reproduce it.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers: Sequence[str] = (),
+               num_test_speakers: int = 2, fold: int = 0, test_fraction: float = 0.2,
+               seed: int = 0) -> dict[str, Any]:
+  """Returns {'scheme', 'train': [record indices], 'test': [...], 'test_units': [...]}."""
+  if scheme == 'speaker':
+    speakers = sorted({e['speaker'] for e in examples})
+    if test_speakers:
+      unknown = sorted(set(test_speakers) - set(speakers))
+      if unknown:
+        raise ValueError(f'Held-out speakers {unknown} are not in the data (speakers: {speakers}).')
+      held = sorted(test_speakers)
+    else:
+      if not 0 < num_test_speakers < len(speakers):
+        raise ValueError(f'Cannot hold out {num_test_speakers} of {len(speakers)} speakers.')
+      held = sorted(np.random.default_rng(seed).permutation(speakers)[:num_test_speakers].tolist())
+    is_test = [e['speaker'] in held for e in examples]
+  elif scheme == 'group':
+    groups = sorted({e['group'] for e in examples})
+    if not 0 <= fold < len(groups):
+      raise ValueError(f'Fold {fold} out of range: there are {len(groups)} groups {groups}.')
+    held = [groups[fold]]
+    is_test = [e['group'] == groups[fold] for e in examples]
+  elif scheme == 'random':
+    order = np.random.default_rng(seed).permutation(len(examples))
+    test = set(order[:int(round(test_fraction * len(examples)))].tolist())
+    held = []
+    is_test = [i in test for i in range(len(examples))]
+  else:
+    raise ValueError(f"Unknown split scheme {scheme!r}; expected 'speaker', 'group' or 'random'.")
+  split = {
+      'scheme': scheme,
+      'test_units': held,
+      'train': [i for i, t in enumerate(is_test) if not t],
+      'test': [i for i, t in enumerate(is_test) if t],
+  }
+  if not split['train'] or not split['test']:
+    raise ValueError(f'Split {scheme!r} leaves an empty side: {len(split["train"])} train, '
+                     f'{len(split["test"])} test examples.')
+  return split
+
+
+def balance(indices: Sequence[int], labels: Sequence[int], per_class: int, seed: int) -> list[int]:
+  """The paper's balancing: each class duplicated or undersampled to `per_class` examples.
+
+  Apply to training indices only. A class with no examples stays absent.
+  """
+  rng = np.random.default_rng(seed)
+  by_class = collections.defaultdict(list)
+  for i in indices:
+    by_class[labels[i]].append(i)
+  balanced = []
+  for label in sorted(by_class):
+    members = np.array(by_class[label])
+    if len(members) >= per_class:
+      chosen = rng.choice(members, per_class, replace=False)
+    else:  # every example once, then duplicates to fill up
+      chosen = np.concatenate([members, rng.choice(members, per_class - len(members), replace=True)])
+    balanced.extend(sorted(chosen.tolist()))
+  return balanced
+
+
+def describe(split: dict[str, Any], examples: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
+  lines = [f"split '{split['scheme']}', held out: {split['test_units'] or 'random clips'}"]
+  for side in ('train', 'test'):
+    counts = collections.Counter(class_names[examples[i]['label']] for i in split[side])
+    speakers = len({examples[i]['speaker'] for i in split[side]})
+    lines.append(f'  {side}: {len(split[side])} examples, {speakers} speakers, {dict(sorted(counts.items()))}')
+  return '\n'.join(lines)
+
+
+def write(split: dict[str, Any], path: str, examples: Sequence[dict[str, Any]]) -> None:
+  """Writes the split with utterance ids, not only record indices, so it outlives a rebuild."""
+  with open(path, 'w') as f:
+    json.dump({**split, 'train_utterances': sorted({examples[i]['utterance'] for i in split['train']}),
+               'test_utterances': sorted({examples[i]['utterance'] for i in split['test']})}, f, indent=1)

@@ -1,0 +1,6 @@
+"""`cnn_lstm` on the embedded synthetic corpus (variants: see common.py)."""
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  return common.base_config('cnn_lstm', arg)

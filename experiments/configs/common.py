@@ -1,0 +1,86 @@
+"""The full set of fields every run config has; model configs change a few.
+
+Variants (the `:arg` after the config path):
+  (none)  the embedded synthetic corpus, sized so the run takes about five minutes on 2 CPU cores
+  smoke   a tiny corpus and tiny shapes for tests (seconds)
+  paper   the paper's front end and sizes (faithful 200x300 RGB spectrograms, 60x100 video,
+          batch 64); point it at a real corpus with --config.corpus.name/root
+"""
+import ml_collections
+
+
+def base_config(model: str, arg: str | None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = f'workdirs/{model}' + (f'_{arg}' if arg else '')
+  c.init_from = ''                # checkpoint (step dir, manager dir or workdir) to start from
+  c.eval_only = False             # restore init_from (or the workdir's best) and evaluate only
+
+  c.corpus = ml_collections.ConfigDict()
+  c.corpus.name = 'synthetic'     # synthetic | iemocap | emodb | ravdess | cremad
+  c.corpus.root = ''              # folder of a real corpus
+  c.corpus.synthetic = ml_collections.ConfigDict(dict(
+      num_speakers=8, utterances_per_emotion=36, seconds=3.0, frame_size=(72, 96), seed=0))
+
+  c.data = ml_collections.ConfigDict()
+  c.data.data_dir = 'data'        # where precomputed arrays are cached
+  c.data.variant = 'ds2'          # ds1 full/raw, ds2 3-s clips/raw, ds3 full/denoised, ds4 clips/denoised
+  c.data.frontend = 'native'      # native (log-mel, 1 channel) | faithful (paper: colormap RGB)
+  c.data.audio_size = (64, 96)    # (frequency rows, time columns)
+  c.data.clip_seconds = 3.0
+  c.data.class_set = '4class'     # 4class (hap sad ang neu) | 3class (sad ang neu) | all
+  c.data.merge_exc = False        # IEMOCAP: count 'exc' as 'hap'
+  c.data.video_frames = 20        # per clip: 20 per 3 s as in the paper
+  c.data.video_size = (60, 100)
+  c.data.video_crop = 'fixed'     # fixed (paper) | face (detector, fixed-crop fallback)
+  c.data.split = 'speaker'        # speaker | group | random (the paper's, optimistic)
+  c.data.test_speakers = ()       # explicit held-out speakers; else num_test_speakers chosen by seed
+  c.data.num_test_speakers = 2
+  c.data.fold = 0                 # for split=group: index of the held-out group
+  c.data.test_fraction = 0.2      # for split=random
+  c.data.balance_per_class = 0    # the paper's 1600: duplicate/undersample training classes to N (0: off)
+  c.data.num_workers = 0          # Grain worker processes
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = model
+  c.model.width = 1.0             # multiplier on every layer width (the paper: x2, x4 gave +1-2%)
+  c.model.batchnorm = False
+  c.model.dropout = 0.2           # fully connected layers
+  c.model.rnn_dropout = 0.1       # between recurrent layers
+  c.model.rnn_hidden = 128
+  c.model.rnn_layers = 2
+  c.model.embed_dim = 64
+  c.model.time_scan = True        # False: the authors' length-one "sequence" (faithful defect)
+  c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-4
+  c.optim.weight_decay = 0.01
+  c.optim.l1 = 0.0
+  c.optim.max_grad_norm = 0.0     # 0: no clipping
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64
+  c.train.num_epochs = 12
+  c.train.checkpoint_every_steps = 25
+
+  if arg == 'smoke':
+    c.corpus.synthetic.update(num_speakers=4, utterances_per_emotion=4, seconds=1.5, frame_size=(48, 64))
+    c.data.audio_size = (32, 48)
+    c.data.video_frames = 6
+    c.data.video_size = (48, 64)
+    c.data.num_test_speakers = 1
+    c.model.width = 0.5
+    c.model.rnn_hidden = 16
+    c.train.batch_size = 8
+    c.train.num_epochs = 2
+    c.train.checkpoint_every_steps = 2
+  elif arg == 'paper':
+    c.data.frontend = 'faithful'
+    c.data.audio_size = (200, 300)
+    c.data.video_size = (60, 100)
+    c.data.balance_per_class = 0
+    c.train.num_epochs = 30
+  elif arg:
+    raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or 'paper'.")
+  return c

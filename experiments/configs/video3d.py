@@ -1,0 +1,6 @@
+"""`video3d` on the embedded synthetic corpus (variants: see common.py)."""
+from experiments.configs import common
+
+
+def get_config(arg=None):
+  return common.base_config('video3d', arg)

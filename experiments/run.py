@@ -1,0 +1,72 @@
+r"""Trains and evaluates one model on one corpus; the main entry point.
+
+  python -m experiments.run --config=configs/fusion.py
+  python -m experiments.run --config=configs/cnn_rnn.py:smoke --config.train.num_epochs=3
+  python -m experiments.run --config=configs/fusion.py --config.eval_only=True
+
+`configs/x.py` is looked up in experiments/configs/ when it is not a path
+from the current directory. Rerunning a command whose workdir holds a
+checkpoint resumes it.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from emojax import loader, models, train
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:variant].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Overrides config.workdir.')
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+def resolve_config_path(argv: list[str]) -> list[str]:
+  """Maps --config=configs/x.py[:arg] to experiments/configs/x.py when the former does not exist."""
+  resolved = []
+  for item in argv:
+    if item.startswith('--config=') and not item.startswith('--config.'):
+      path, _, arg = item[len('--config='):].partition(':')
+      local = os.path.join(_CONFIG_DIR, os.path.relpath(path, 'configs')) if path.startswith('configs') else path
+      if not os.path.exists(path) and os.path.exists(local):
+        item = '--config=' + local + (':' + arg if arg else '')
+    resolved.append(item)
+  return resolved
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or config.workdir
+  os.makedirs(workdir, exist_ok=True)
+  data = loader.load_data(config, workdir)
+  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
+
+  if config.eval_only:
+    result = train.evaluate_checkpoint(config.init_from or workdir, data, model, config)
+    print(json.dumps({k: result[k] for k in ('checkpoint', 'accuracy', 'unweighted_accuracy', 'count')}))
+    if result['recorded'] is not None:
+      same = all(result[k] == v for k, v in result['recorded'].items())
+      print('matches the metrics recorded with the checkpoint' if same else
+            f"DIFFERS from the metrics recorded with the checkpoint: {result['recorded']}")
+    return
+
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json(indent=1))
+  summary = train.train_and_evaluate(config, workdir, data=data, model=model)
+  final = summary['final']
+  print(f"\nDone. Held-out accuracy {final['accuracy']:.4f}, unweighted {final['unweighted_accuracy']:.4f} "
+        f"after {final['epoch']} epochs ({final['count']} held-out examples, classes {summary['class_names']}).")
+  print(f'  checkpoints: {summary["checkpoints"]}')
+  print(f'  metrics:     {os.path.abspath(os.path.join(workdir, "metrics.jsonl"))}')
+  print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')
+  for plot in summary['plots']:
+    print(f'  plot:        {os.path.abspath(plot)}')
+
+
+if __name__ == '__main__':
+  sys.argv = resolve_config_path(sys.argv)
+  flags.mark_flag_as_required('config')
+  app.run(main)
