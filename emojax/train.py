@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.linen as nn
 import jax
@@ -21,7 +21,10 @@ import optax
 from flax.training import train_state
 from tqdm.auto import tqdm
 
-from emojax import checkpoints, loader, metrics, objectives
+from emojax import checkpoints, metrics, objectives
+
+if TYPE_CHECKING:
+  from emojax import loader
 
 
 class TrainState(train_state.TrainState):
@@ -80,7 +83,7 @@ def make_train_step(l1: float = 0.0) -> Callable:
       return loss, (logits, ce, updates)
 
     (loss, (logits, ce, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.apply_gradients(grads=grads)
     if state.batch_stats is not None:

@@ -1,0 +1,62 @@
+"""Loss maths on hand-computed cases."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emojax import objectives
+
+
+def test_cross_entropy_matches_hand_computation():
+  logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+  labels = jnp.array([0, 2])
+  first = -math.log(math.exp(2) / (math.exp(2) + 2))
+  second = -math.log(1 / 3)
+  assert float(objectives.cross_entropy(logits, labels)) == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+def test_l1_penalty_counts_kernels_only():
+  params = {'dense': {'kernel': jnp.array([[1.0, -2.0]]), 'bias': jnp.array([100.0])},
+            'conv': {'kernel': jnp.array([-0.5])}}
+  assert float(objectives.l1_penalty(params)) == pytest.approx(3.5)
+
+
+def test_pair_distance_is_euclidean():
+  a = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+  v = jnp.array([[3.0, 4.0], [1.0, 1.0]])
+  np.testing.assert_allclose(objectives.pair_distance(a, v), [5.0, 0.0], atol=1e-5)
+
+
+def test_contrastive_hand_computed_including_hinge_zero_region():
+  d = jnp.array([0.5, 0.3, 1.5, 2.0])
+  y = jnp.array([1, 0, 0, 0])
+  margin = 1.0
+  # positive: 0.25; negative inside margin: (1-0.3)^2 = 0.49; negatives beyond margin: 0.
+  expected = (0.25 + 0.49 + 0 + 0) / 4
+  assert float(objectives.contrastive(d, y, margin)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_contrastive_is_not_the_authors_clamp_bug():
+  # With max=0 instead of min=0 a far negative would cost (margin - d)^2 > 0; the formula says 0.
+  assert float(objectives.contrastive(jnp.array([3.0]), jnp.array([0]), 1.0)) == 0.0
+
+
+def test_contrastive_gradients_pull_positives_and_push_close_negatives():
+  d = jnp.array([0.5, 0.3, 1.5])
+  y = jnp.array([1, 0, 0])
+  grad = jax.grad(lambda d: objectives.contrastive(d, y, 1.0))(d)
+  assert grad[0] > 0  # descending the loss shrinks the positive distance
+  assert grad[1] < 0  # and grows the negative one inside the margin
+  assert grad[2] == 0  # a negative beyond the margin is left alone
+
+
+def test_contrastive_weights_mask_pairs_and_empty_mask_is_finite():
+  d = jnp.array([0.5, 0.3])
+  y = jnp.array([1, 0])
+  assert float(objectives.contrastive(d, y, 1.0, weight=jnp.array([1, 0]))) == pytest.approx(0.25)
+  empty = objectives.contrastive(d, y, 1.0, weight=jnp.zeros(2))
+  assert float(empty) == 0.0
+  grad = jax.grad(lambda e: objectives.contrastive(objectives.pair_distance(e, e), y, 1.0))(jnp.ones((2, 3)))
+  assert bool(jnp.all(jnp.isfinite(grad)))  # identical embeddings: d = 0 keeps a finite gradient

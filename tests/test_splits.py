@@ -1,0 +1,58 @@
+import collections
+
+import pytest
+
+from emojax import splits
+
+
+def _examples():
+  rows = []
+  for speaker, group in (('a', 'g1'), ('b', 'g1'), ('c', 'g2'), ('d', 'g3')):
+    for utt in range(5):
+      for clip in range(2):
+        rows.append({'utterance': f'{speaker}{utt}', 'speaker': speaker, 'group': group,
+                     'label': utt % 3, 'clip': clip})
+  return rows
+
+
+def test_speaker_split_holds_out_whole_speakers_and_sibling_clips():
+  ex = _examples()
+  split = splits.make_split(ex, 'speaker', test_speakers=('c',))
+  assert {ex[i]['speaker'] for i in split['test']} == {'c'}
+  assert 'c' not in {ex[i]['speaker'] for i in split['train']}
+  train_utts = {ex[i]['utterance'] for i in split['train']}
+  assert not train_utts & {ex[i]['utterance'] for i in split['test']}
+  assert sorted(split['train'] + split['test']) == list(range(len(ex)))
+
+
+def test_seeded_speaker_choice_is_repeatable():
+  ex = _examples()
+  assert splits.make_split(ex, 'speaker', num_test_speakers=2, seed=3) == \
+      splits.make_split(ex, 'speaker', num_test_speakers=2, seed=3)
+
+
+def test_group_fold_and_random_split():
+  ex = _examples()
+  fold = splits.make_split(ex, 'group', fold=0)
+  assert {ex[i]['group'] for i in fold['test']} == {'g1'} and fold['test_units'] == ['g1']
+  rand = splits.make_split(ex, 'random', test_fraction=0.25, seed=0)
+  assert len(rand['test']) == 10 and len(rand['train']) == 30
+
+
+def test_split_errors_are_clear():
+  ex = _examples()
+  with pytest.raises(ValueError, match='not in the data'):
+    splits.make_split(ex, 'speaker', test_speakers=('zz',))
+  with pytest.raises(ValueError, match='Fold 7 out of range'):
+    splits.make_split(ex, 'group', fold=7)
+  with pytest.raises(ValueError, match='Unknown split scheme'):
+    splits.make_split(ex, 'by-moon')
+
+
+def test_balance_duplicates_small_and_undersamples_large_classes():
+  labels = [0] * 10 + [1] * 3 + [2] * 6
+  balanced = splits.balance(range(len(labels)), labels, per_class=5, seed=0)
+  counts = collections.Counter(labels[i] for i in balanced)
+  assert counts == {0: 5, 1: 5, 2: 5}
+  assert len(set(i for i in balanced if labels[i] == 0)) == 5  # undersampled without repeats
+  assert set(i for i in balanced if labels[i] == 1) == {10, 11, 12}  # every small-class example kept

@@ -1,0 +1,93 @@
+"""The jitted step, finiteness guard and checkpoint round trips, on a small model."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from emojax import checkpoints, train
+
+
+class _Tiny(nn.Module):
+  """A small audio classifier with dropout and batchnorm: the state shapes real models have."""
+
+  @nn.compact
+  def __call__(self, inputs, *, train: bool):
+    x = inputs['audio'].reshape(inputs['audio'].shape[0], -1)
+    x = nn.Dense(8)(x)
+    x = nn.BatchNorm(use_running_average=not train)(x)
+    x = nn.Dropout(0.2, deterministic=not train)(nn.relu(x))
+    return nn.Dense(3)(x)
+
+
+def _optim(**kw):
+  return ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, l1=0.0, max_grad_norm=0.0, **kw))
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return {'audio': rng.normal(size=(4, 6, 5, 1)).astype(np.float32), 'label': np.array([0, 1, 2, 1])}
+
+
+def _state():
+  return train.create_state(_Tiny(), _batch(), train.make_optimizer(_optim()), jax.random.key(0))
+
+
+def test_one_step_changes_parameters_and_batch_stats():
+  state = _state()
+  before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
+  new, m = train.make_train_step()(state, _batch(), jax.random.key(1))
+  assert int(new.step) == 1 and bool(m['finite'])
+  changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), before, (new.params, new.batch_stats))
+  assert all(jax.tree_util.tree_leaves(changed))
+  assert np.isfinite(float(m['loss'])) and float(m['grad_norm']) > 0
+
+
+def test_loss_decreases_over_steps_on_a_fixed_batch():
+  state, step, batch = _state(), train.make_train_step(), _batch()
+  losses = []
+  for i in range(30):
+    state, m = step(state, batch, jax.random.key(i))
+    losses.append(float(m['loss_ce']))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_l1_adds_to_the_loss():
+  state = _state()
+  _, plain = train.make_train_step()(state, _batch(), jax.random.key(1))
+  _, with_l1 = train.make_train_step(l1=0.1)(_state(), _batch(), jax.random.key(1))
+  assert float(with_l1['loss']) > float(with_l1['loss_ce']) == pytest.approx(float(plain['loss_ce']))
+
+
+def test_non_finite_batch_leaves_the_state_unchanged():
+  state = _state()
+  before = jax.tree_util.tree_map(np.asarray, state.params)
+  bad = _batch()
+  bad['audio'][0, 0, 0, 0] = np.nan
+  new, m = train.make_train_step()(state, bad, jax.random.key(1))
+  assert not bool(m['finite'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.tree_util.tree_map(np.asarray, new.params))
+  assert int(new.step) == 0
+
+
+def test_checkpoint_round_trip_and_resolution(tmp_path):
+  state, _ = train.make_train_step()(_state(), _batch(), jax.random.key(1))
+  ckpts = checkpoints.RunCheckpoints(str(tmp_path))
+  ckpts.save_latest(1, state, {'epoch': 0, 'position': 1})
+  assert ckpts.save_best(1, state, {'epoch': 0, 'position': 1}, {'accuracy': 0.5, 'unweighted_accuracy': 0.4})
+  assert not ckpts.save_best(2, state, {'epoch': 1, 'position': 0}, {'accuracy': 0.4, 'unweighted_accuracy': 0.4})
+  ckpts.close()
+  step_dir = checkpoints.find_step_dir(str(tmp_path))
+  assert step_dir.endswith('best/1')
+  restored, meta = checkpoints.restore(step_dir, _state())
+  assert meta['metrics']['accuracy'] == 0.5
+  for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(restored), strict=True):
+    np.testing.assert_array_equal(a, b)
+  params = train.init_params_from(str(tmp_path), _state().params)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(params))
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='No checkpoint'):
+    checkpoints.find_step_dir(str(tmp_path))
