@@ -81,28 +81,41 @@ def plot_run(records: Iterable[dict[str, Any]], class_names: Sequence[str], out_
     ax.set_title('training loss per step')
     written.append(_save(fig, out_dir, 'loss.png'))
 
-  if evals:
+  if evals and 'accuracy' in evals[-1]:
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [r['epoch'] for r in evals]
-    for key in ('accuracy', 'unweighted_accuracy'):
-      if key in evals[0]:
-        ax.plot(epochs, [r[key] for r in evals], marker='o', label=f'held-out {key}')
-    train_acc = [(r['epoch'], r['train_accuracy']) for r in evals if 'train_accuracy' in r]
-    if train_acc:
-      ax.plot(*zip(*train_acc), marker='.', ls='--', label='train accuracy (running)')
-    if class_names:
-      ax.axhline(1 / len(class_names), color='gray', lw=0.8, ls=':', label='chance')
+    ax.plot(epochs, [r['accuracy'] for r in evals], marker='o', label='held-out accuracy')
+    ax.plot(epochs, [r['unweighted_accuracy'] for r in evals], marker='o', label='held-out unweighted accuracy')
+    if 'train_accuracy' in evals[-1]:
+      ax.plot(epochs, [r['train_accuracy'] for r in evals], marker='.', ls='--', label='train accuracy (epoch mean)')
+    ax.axhline(1 / len(class_names), color='gray', lw=0.8, ls=':', label='chance')
     ax.set_xlabel('epoch')
     ax.set_ylabel('accuracy')
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title('accuracy per epoch')
     written.append(_save(fig, out_dir, 'accuracy.png'))
+    written.append(plot_confusion(np.array(evals[-1]['confusion']), class_names,
+                                  os.path.join(out_dir, 'confusion.png'),
+                                  title=f"held-out confusion, epoch {evals[-1]['epoch']}"))
 
-    if 'confusion' in evals[-1]:
-      written.append(plot_confusion(np.array(evals[-1]['confusion']), class_names,
-                                    os.path.join(out_dir, 'confusion.png'),
-                                    title=f"confusion, epoch {evals[-1]['epoch']}"))
+  if evals and 'recall_at_1' in evals[-1]:
+    epochs = [r['epoch'] for r in evals]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, colour in ((1, 'C0'), (5, 'C1')):
+      left.plot(epochs, [r[f'recall_at_{k}'] for r in evals], marker='o', color=colour, label=f'recall@{k}')
+      left.axhline(evals[-1][f'chance_at_{k}'], color=colour, lw=0.8, ls=':', label=f'chance @{k}')
+    left.set_xlabel('epoch')
+    left.set_ylim(0, 1)
+    left.legend()
+    left.set_title('held-out audio -> video retrieval')
+    right.plot(epochs, [r['distance_positive'] for r in evals], marker='o', label='positive pairs (same clip)')
+    right.plot(epochs, [r['distance_negative'] for r in evals], marker='o', label='negative pairs (other clips)')
+    right.set_xlabel('epoch')
+    right.set_ylabel('mean embedding distance')
+    right.legend()
+    right.set_title('held-out embedding distances')
+    written.append(_save(fig, out_dir, 'retrieval.png'))
   return written
 
 

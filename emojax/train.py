@@ -68,33 +68,76 @@ def apply_if_finite(state: TrainState, new_state: TrainState, finite: jax.Array)
   return jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
 
 
-def make_train_step(l1: float = 0.0) -> Callable:
-  """The jitted cross-entropy step `(state, batch, rng) -> (state, metrics)`."""
+def _apply_train(state: TrainState, params, inputs, rng, method=None):
+  """Training-mode forward pass; returns (output, updated batch_stats or None)."""
+  mutable = ['batch_stats'] if state.batch_stats is not None else False
+  out = state.apply_fn(_variables(state, params), inputs, train=True, rngs={'dropout': rng},
+                       mutable=mutable, method=method)
+  return (out[0], out[1]['batch_stats']) if mutable else (out, None)
 
-  def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array):
-    inputs, labels = model_inputs(batch), batch['label']
 
-    def loss_fn(params):
-      out = state.apply_fn(_variables(state, params), inputs, train=True, rngs={'dropout': rng},
-                           mutable=['batch_stats'] if state.batch_stats is not None else False)
-      logits, updates = out if state.batch_stats is not None else (out, {})
-      ce = objectives.cross_entropy(logits, labels)
-      loss = ce + l1 * objectives.l1_penalty(params) if l1 else ce
-      return loss, (logits, ce, updates)
+def _step(loss_fn: Callable, frozen: tuple[str, ...] = (), frozen_steps: int = 0) -> Callable:
+  """Wraps `loss_fn(state, params, batch, rng) -> (loss, (metrics, batch_stats))` into a jitted update.
 
-    (loss, (logits, ce, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  The loss and gradient norm are checked: a non-finite step leaves the state as it
+  was and reports finite=False. Parameter subtrees named in `frozen` (e.g. the
+  pre-trained encoders) stay fixed for the first `frozen_steps` steps.
+  """
+
+  def step(state: TrainState, batch: dict[str, Any], rng: jax.Array):
+    (loss, (step_metrics, batch_stats)), grads = jax.value_and_grad(
+        functools.partial(loss_fn, state), has_aux=True)(state.params, batch, rng)
+    if frozen:
+      thawed = state.step >= frozen_steps
+      grads = {k: jax.tree_util.tree_map(lambda g: jnp.where(thawed, g, 0.0), v) if k in frozen else v
+               for k, v in grads.items()}
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.apply_gradients(grads=grads)
-    if state.batch_stats is not None:
-      new_state = new_state.replace(batch_stats=updates['batch_stats'])
-    step_metrics = {
-        'loss': loss, 'loss_ce': ce, 'grad_norm': grad_norm, 'finite': finite,
-        'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
-    }
-    return apply_if_finite(state, new_state, finite), step_metrics
+    if frozen:  # AdamW's weight decay would still move frozen weights: keep them exactly
+      new_state = new_state.replace(params={
+          k: jax.tree_util.tree_map(lambda new, old: jnp.where(thawed, new, old), v, state.params[k])
+          if k in frozen else v for k, v in new_state.params.items()})
+    if batch_stats is not None:
+      new_state = new_state.replace(batch_stats=batch_stats)
+    return apply_if_finite(state, new_state, finite), {
+        'loss': loss, 'grad_norm': grad_norm, 'finite': finite, **step_metrics}
 
-  return jax.jit(train_step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_steps: int = 0) -> Callable:
+  """The jitted cross-entropy step `(state, batch, rng) -> (state, metrics)`."""
+
+  def loss_fn(state, params, batch, rng):
+    logits, batch_stats = _apply_train(state, params, model_inputs(batch), rng)
+    ce = objectives.cross_entropy(logits, batch['label'])
+    loss = ce + l1 * objectives.l1_penalty(params) if l1 else ce
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return loss, ({'loss_ce': ce, 'accuracy': accuracy}, batch_stats)
+
+  return _step(loss_fn, frozen, frozen_steps)
+
+
+def make_contrastive_step(*, margin: float, normalize: bool, hard_fraction: float) -> Callable:
+  """The jitted contrastive pre-training step of the audio and video encoders.
+
+  Pairs are mined inside the batch by emotion label (see `objectives.mine_pairs`).
+  """
+
+  def loss_fn(state, params, batch, rng):
+    mine_rng, dropout_rng = jax.random.split(rng)
+    pairs = objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction)
+    emb, batch_stats = _apply_train(state, params, model_inputs(batch), dropout_rng, method='embed')
+    parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize)
+    step_metrics = {
+        'loss_positive': parts['positive'], 'loss_hard': parts['hard'], 'loss_super_hard': parts['super_hard'],
+        'distance_positive': parts['distance_positive'], 'distance_negative': parts['distance_negative'],
+        'pairs_hard': jnp.sum(pairs['valid'] & pairs['hard']),
+        'pairs_super_hard': jnp.sum(pairs['valid'] & ~pairs['hard'])}
+    return parts['loss'], (step_metrics, batch_stats)
+
+  return _step(loss_fn)
 
 
 @jax.jit
@@ -113,21 +156,76 @@ def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes
   return metrics.classification_metrics(confusion)
 
 
+@functools.partial(jax.jit, static_argnames='normalize')
+def embed_step(state: TrainState, batch: dict[str, Any], normalize: bool) -> dict[str, jax.Array]:
+  """Eval-mode audio and video embeddings of a fusion model."""
+  emb = state.apply_fn(_variables(state, state.params), model_inputs(batch), train=False, method='embed')
+  if normalize:
+    emb = {k: v / (jnp.linalg.norm(v, axis=-1, keepdims=True) + 1e-6) for k, v in emb.items()}
+  return emb
+
+
+def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, normalize: bool) -> dict[str, Any]:
+  """Audio-to-video retrieval over a whole split: given a clip's audio, rank every clip's video.
+
+  recall@k is the fraction of clips whose own video is among the k nearest; chance is k/N.
+  """
+  audio, video = [], []
+  for batch, valid in data.eval_batches(batch_size):
+    emb = jax.device_get(embed_step(state, batch, normalize))
+    audio.append(emb['audio'][valid])
+    video.append(emb['video'][valid])
+  audio, video = np.concatenate(audio), np.concatenate(video)
+  distance = np.linalg.norm(audio[:, None, :] - video[None, :, :], axis=-1)
+  own = np.diag(distance)
+  rank = (distance < own[:, None]).sum(axis=1)  # 0 = own video is the nearest
+  n = len(own)
+  return {
+      'recall_at_1': float(np.mean(rank < 1)), 'recall_at_5': float(np.mean(rank < 5)),
+      'chance_at_1': 1 / n, 'chance_at_5': min(5, n) / n, 'median_rank': float(np.median(rank) + 1),
+      'distance_positive': float(own.mean()),
+      'distance_negative': float((distance.sum() - own.sum()) / max(n * n - n, 1)),
+      'count': n,
+  }
+
+
+def _objective(config, data: loader.Data):
+  """(step function, evaluator, name of the metric that picks the best checkpoint) for config.objective."""
+  tc = config.train
+  if config.objective == 'cross_entropy':
+    frozen = tuple(config.init_keys) if config.init_from and config.freeze_steps else ()
+    step = make_train_step(config.optim.l1, frozen=frozen, frozen_steps=config.freeze_steps)
+    return step, lambda state: evaluate(state, data.test, tc.batch_size, len(data.class_names)), 'accuracy'
+  if config.objective == 'contrastive':
+    cc = config.contrastive
+    step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, hard_fraction=cc.hard_fraction)
+    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize), 'recall_at_1'
+  raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")
+
+
+def _describe(result: dict[str, Any]) -> str:
+  if 'accuracy' in result:
+    return (f"held-out accuracy {result['accuracy']:.4f}, unweighted {result['unweighted_accuracy']:.4f} "
+            f"({result['count']} examples)")
+  return (f"held-out audio->video recall@1 {result['recall_at_1']:.4f} (chance {result['chance_at_1']:.4f}), "
+          f"recall@5 {result['recall_at_5']:.4f}, distance positive {result['distance_positive']:.3f} "
+          f"vs negative {result['distance_negative']:.3f}")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        data: loader.Data, model: nn.Module) -> dict[str, Any]:
   """Runs (or resumes) training, evaluating on the held-out split each epoch.
 
-  Returns the final held-out metrics; the workdir holds checkpoints, the
-  metrics log and the plots.
+  Returns a summary with the final held-out metrics; the workdir holds
+  checkpoints, the metrics log and the plots.
   """
   os.makedirs(workdir, exist_ok=True)
   tc = config.train
-  num_classes = len(data.class_names)
-  rng = jax.random.key(config.seed)
-  init_rng, train_rng = jax.random.split(rng)
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   state = create_state(model, data.train.example_batch(tc.batch_size), make_optimizer(config.optim), init_rng)
+  train_step, evaluate_fn, best_metric = _objective(config, data)
   log = metrics.MetricsLog(os.path.join(workdir, 'metrics.jsonl'))
-  ckpts = checkpoints.RunCheckpoints(workdir)
+  ckpts = checkpoints.RunCheckpoints(workdir, best_metric=best_metric)
   steps_per_epoch = len(data.train) // tc.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'The training split has {len(data.train)} examples, fewer than one batch of {tc.batch_size}.')
@@ -139,62 +237,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     epoch, position = meta['epoch'], meta['position']
     print(f'Resuming from {step_dir}: epoch {epoch}, batch {position} of {steps_per_epoch}.')
   elif config.init_from:
-    state = state.replace(params=init_params_from(config.init_from, state.params))
+    state = state.replace(params=init_params_from(config.init_from, state.params, tuple(config.init_keys)))
   log.truncate_after(int(state.step))
 
-  train_step = make_train_step(config.optim.l1)
   final = None
   while epoch < tc.num_epochs:
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
     bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
                unit='batch', leave=False, dynamic_ncols=True)
-    running = []
     for batch in bar:
       step = int(state.step)
       state, m = train_step(state, batch, jax.random.fold_in(train_rng, step))
-      m = jax.device_get(m)
+      m = {k: float(v) for k, v in jax.device_get(m).items()}
       if not m['finite']:
         print(f'step {step}: non-finite loss or gradient ({m["loss"]}); update skipped.')
-      running.append(float(m['accuracy']))
-      log.write({'split': 'train', 'step': step + 1, 'epoch': epoch,
-                 **{k: float(v) for k, v in m.items()}})
-      bar.set_postfix(loss=f'{float(m["loss"]):.3f}')
+      log.write({'split': 'train', 'step': step + 1, 'epoch': epoch, **m})
+      bar.set_postfix(loss=f'{m["loss"]:.3f}')
       position += 1
       if tc.checkpoint_every_steps and (step + 1) % tc.checkpoint_every_steps == 0:
         ckpts.save_latest(step + 1, state, {'epoch': epoch, 'position': position})
     epoch, position = epoch + 1, 0
-    result = evaluate(state, data.test, tc.batch_size, num_classes)
+    result = evaluate_fn(state)
     step = int(state.step)
-    record = {'split': 'eval', 'step': step, 'epoch': epoch, 'train_accuracy': float(np.mean(running or [np.nan])),
-              **result}
-    log.write(record)
-    print(f"epoch {epoch}: held-out accuracy {result['accuracy']:.4f}, "
-          f"unweighted {result['unweighted_accuracy']:.4f} ({result['count']} examples)")
+    epoch_train = [r for r in log.read() if r['split'] == 'train' and r['epoch'] == epoch - 1]
+    running = {f'train_{k}': float(np.mean([r[k] for r in epoch_train]))
+               for k in ('accuracy', 'loss') if epoch_train and k in epoch_train[0]}
+    final = {'split': 'eval', 'step': step, 'epoch': epoch, **running, **result}
+    log.write(final)
+    print(f'epoch {epoch}: {_describe(result)}')
     ckpts.save_latest(step, state, {'epoch': epoch, 'position': 0})
-    ckpts.save_best(step, state, {'epoch': epoch, 'position': 0},
-                    {'accuracy': result['accuracy'], 'unweighted_accuracy': result['unweighted_accuracy']})
-    final = record
+    scalars = {k: v for k, v in result.items() if isinstance(v, float)}
+    ckpts.save_best(step, state, {'epoch': epoch, 'position': 0}, scalars)
 
-  if final is None:  # Nothing left to train: the run was already complete.
+  if final is None:  # nothing left to train: the run was already complete
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
   ckpts.close()
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots'))
-  summary = {'final': final, 'class_names': list(data.class_names), 'plots': plots,
-             'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints')}
+  summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
+             'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
+             'description': _describe(final)}
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   return summary
 
 
-def init_params_from(path: str, params: Any) -> Any:
-  """Parameters restored from another run's checkpoint, in this model's structure."""
+def init_params_from(path: str, params: Any, keys: tuple[str, ...] = ()) -> Any:
+  """Parameters restored from another run's checkpoint into this model's structure.
+
+  With `keys` (e.g. ('audio_encoder', 'video_encoder')), only those top-level
+  subtrees are restored and the rest keep their fresh initialisation.
+  """
   step_dir = checkpoints.find_step_dir(path)
   restored = checkpoints.restore_subtree(step_dir, ('params',))
-  expected = jax.tree_util.tree_structure(params)
-  if jax.tree_util.tree_structure(restored) != expected:
-    raise ValueError(f'Checkpoint {step_dir} does not hold parameters of this model.')
-  print(f'Initialised parameters from {step_dir}.')
-  return jax.tree_util.tree_map(lambda p, r: jnp.asarray(r, p.dtype), params, restored)
+  params = dict(params)
+  for key in keys or tuple(params):
+    if key not in restored or key not in params:
+      raise ValueError(f'Cannot initialise {key!r} from {step_dir}: the checkpoint has {sorted(restored)}, '
+                       f'this model has {sorted(params)}.')
+    if jax.tree_util.tree_structure(restored[key]) != jax.tree_util.tree_structure(params[key]) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(restored[key]),
+                                                   jax.tree_util.tree_leaves(params[key]))):
+      raise ValueError(f'{key!r} in {step_dir} does not match this model (different structure or shapes).')
+    params[key] = jax.tree_util.tree_map(lambda p, r: jnp.asarray(r, p.dtype), params[key], restored[key])
+  print(f'Initialised {", ".join(keys) if keys else "all parameters"} from {step_dir}.')
+  return params
 
 
 def evaluate_checkpoint(path: str, data: loader.Data, model: nn.Module, config) -> dict[str, Any]:
@@ -203,5 +309,5 @@ def evaluate_checkpoint(path: str, data: loader.Data, model: nn.Module, config) 
   template = create_state(model, data.test.example_batch(config.train.batch_size),
                           make_optimizer(config.optim), jax.random.key(0))
   state, meta = checkpoints.restore(step_dir, template)
-  result = evaluate(state, data.test, config.train.batch_size, len(data.class_names))
-  return {'checkpoint': step_dir, 'recorded': meta.get('metrics'), **result}
+  _, evaluate_fn, _ = _objective(config, data)
+  return {'checkpoint': step_dir, 'recorded': meta.get('metrics'), **evaluate_fn(state)}

@@ -60,3 +60,60 @@ def test_contrastive_weights_mask_pairs_and_empty_mask_is_finite():
   assert float(empty) == 0.0
   grad = jax.grad(lambda e: objectives.contrastive(objectives.pair_distance(e, e), y, 1.0))(jnp.ones((2, 3)))
   assert bool(jnp.all(jnp.isfinite(grad)))  # identical embeddings: d = 0 keeps a finite gradient
+
+
+def test_mining_picks_partners_by_label():
+  labels = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+  pairs = objectives.mine_pairs(labels, jax.random.key(0), hard_fraction=0.75)
+  partner, hard, valid = (np.asarray(pairs[k]) for k in ('partner', 'hard', 'valid'))
+  assert hard.sum() == 6 and valid.all()
+  assert (partner != np.arange(8)).all()  # never the clip itself
+  lab = np.asarray(labels)
+  assert (lab[partner][hard] != lab[hard]).all()  # hard: a different emotion
+  assert (lab[partner][~hard] == lab[~hard]).all()  # super-hard: the same emotion
+
+
+def test_mining_a_single_emotion_batch_masks_hard_negatives_without_nans():
+  labels = jnp.zeros(6, jnp.int32)
+  pairs = objectives.mine_pairs(labels, jax.random.key(1), hard_fraction=0.5)
+  assert np.array_equal(np.asarray(pairs['valid']), ~np.asarray(pairs['hard']))
+  emb_a = jax.random.normal(jax.random.key(2), (6, 4))
+  emb_v = jax.random.normal(jax.random.key(3), (6, 4))
+  parts = objectives.contrastive_pairs(emb_a, emb_v, pairs, 1.0)
+  assert all(np.isfinite(float(v)) for v in parts.values())
+  assert float(parts['hard']) == 0.0
+  # the same compiled function serves a normal and a degenerate batch (masks, not branches)
+  fn = jax.jit(lambda l, k: objectives.mine_pairs(l, k)['partner'])
+  fn(labels, jax.random.key(0))
+  fn(jnp.arange(6), jax.random.key(0))
+  assert fn._cache_size() == 1
+
+
+def test_contrastive_pairs_hand_computed():
+  audio = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  video = jnp.array([[0.0, 0.5], [1.0, 0.0]])
+  pairs = {'partner': jnp.array([1, 0]), 'hard': jnp.array([True, True]), 'valid': jnp.array([True, True])}
+  parts = objectives.contrastive_pairs(audio, video, pairs, margin=2.0, normalize=False)
+  # positives: d = 0.5 and 0 -> 0.25, 0; negatives: d(a0, v1) = 1, d(a1, v0) = sqrt(1.25)
+  neg = [(2 - 1.0) ** 2, (2 - math.sqrt(1.25)) ** 2]
+  assert float(parts['loss']) == pytest.approx((0.25 + 0 + sum(neg)) / 4, rel=1e-5)
+  assert float(parts['positive']) == pytest.approx(0.125, rel=1e-5)
+  assert float(parts['hard']) == pytest.approx(sum(neg) / 2, rel=1e-5)
+
+
+def test_contrastive_gradient_moves_embeddings_the_right_way():
+  audio = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  video = jnp.array([[0.0, 0.5], [0.9, 0.0]])
+  pairs = {'partner': jnp.array([1, 0]), 'hard': jnp.array([True, True]), 'valid': jnp.array([True, True])}
+
+  def distances(step):
+    loss = lambda v: objectives.contrastive_pairs(audio, v, pairs, 2.0, normalize=False)['loss']
+    v = video - step * jax.grad(loss)(video)
+    pos = objectives.pair_distance(audio, v)
+    neg = objectives.pair_distance(audio, v[pairs['partner']])
+    return pos, neg
+
+  pos0, neg0 = distances(0.0)
+  pos1, neg1 = distances(0.1)
+  assert float(pos1.sum()) < float(pos0.sum())
+  assert float(neg1.sum()) > float(neg0.sum())

@@ -14,7 +14,15 @@ def base_config(model: str, arg: str | None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.workdir = f'workdirs/{model}' + (f'_{arg}' if arg else '')
   c.init_from = ''                # checkpoint (step dir, manager dir or workdir) to start from
+  c.init_keys = ()                # parameter subtrees taken from init_from (empty: all)
+  c.freeze_steps = 0              # keep the init_keys subtrees frozen for this many steps
   c.eval_only = False             # restore init_from (or the workdir's best) and evaluate only
+  c.objective = 'cross_entropy'   # cross_entropy | contrastive (encoder pre-training)
+
+  c.contrastive = ml_collections.ConfigDict()
+  c.contrastive.margin = 1.0      # hinge margin (embeddings are unit-length when normalize=True)
+  c.contrastive.normalize = True
+  c.contrastive.hard_fraction = 0.75  # negatives of another emotion; the rest share the emotion
 
   c.corpus = ml_collections.ConfigDict()
   c.corpus.name = 'synthetic'     # synthetic | iemocap | emodb | ravdess | cremad
