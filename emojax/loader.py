@@ -11,6 +11,7 @@ import os
 from typing import Any, Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from emojax import arrays, corpora, splits
@@ -37,6 +38,9 @@ class Split:
   source: Any
   indices: Sequence[int]
   num_workers: int = 0
+  # Multi-host: this process reads every shard_count-th example of each global batch.
+  shard_index: int = 0
+  shard_count: int = 1
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -47,13 +51,18 @@ class Split:
       iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
     return iter(iterable)
 
+  def _local(self, dataset: grain.MapDataset, batch_size: int) -> grain.MapDataset:
+    """This process's part of each global batch of `batch_size`."""
+    if batch_size % self.shard_count:
+      raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
+    full = len(dataset) // batch_size * batch_size  # whole global batches only
+    return (dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source))
+            .batch(batch_size // self.shard_count, drop_remainder=True))
+
   def train_batches(self, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Full batches of one epoch in a (seed, epoch)-determined order, from batch `start` on."""
-    dataset = (grain.MapDataset.source(np.asarray(self.indices, np.int64))
-               .shuffle(seed=seed * 100_003 + epoch)
-               .map(_Lookup(self.source))
-               .batch(batch_size, drop_remainder=True))
-    return self._iterate(dataset[start:])
+    """Full global batches of one epoch in a (seed, epoch)-determined order, from batch `start` on."""
+    dataset = grain.MapDataset.source(np.asarray(self.indices, np.int64)).shuffle(seed=seed * 100_003 + epoch)
+    return self._iterate(self._local(dataset, batch_size)[start:])
 
   def eval_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Every example once, in order; the last batch is padded to full size (one compiled shape)
@@ -62,9 +71,10 @@ class Split:
     padded = -(-len(indices) // batch_size) * batch_size
     valid = np.arange(padded) < len(indices)
     indices = np.concatenate([indices, np.full(padded - len(indices), indices[0])])
-    dataset = grain.MapDataset.source(indices).map(_Lookup(self.source)).batch(batch_size)
-    for i, batch in enumerate(self._iterate(dataset)):
-      yield batch, valid[i * batch_size:(i + 1) * batch_size]
+    local_valid = valid[self.shard_index::self.shard_count]
+    local_size = batch_size // self.shard_count
+    for i, batch in enumerate(self._iterate(self._local(grain.MapDataset.source(indices), batch_size))):
+      yield batch, local_valid[i * local_size:(i + 1) * local_size]
 
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes (for initialising parameters)."""
@@ -103,6 +113,6 @@ def load_data(config, workdir: str | None = None) -> Data:
   print(splits.describe({**split, 'train': train_indices}, built.examples, built.class_names))
   if workdir:
     splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
-  return Data(class_names=built.class_names,
-              train=Split(built.source, train_indices, dc.num_workers),
-              test=Split(built.source, split['test'], dc.num_workers))
+  shard = {'num_workers': dc.num_workers, 'shard_index': jax.process_index(), 'shard_count': jax.process_count()}
+  return Data(class_names=built.class_names, train=Split(built.source, train_indices, **shard),
+              test=Split(built.source, split['test'], **shard))

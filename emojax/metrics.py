@@ -36,10 +36,13 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, Any]:
 class MetricsLog:
   """Append-only JSON-lines log (`metrics.jsonl`) of a run's records."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, *, enabled: bool = True):
     self.path = path
+    self.enabled = enabled  # multi-host runs: only the first process writes
 
   def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
 
@@ -51,6 +54,8 @@ class MetricsLog:
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step`: a resumed run rewrites them, it must not duplicate them."""
+    if not self.enabled:
+      return
     kept = [r for r in self.read() if r['step'] <= step]
     with open(self.path, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)

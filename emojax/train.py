@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from emojax import checkpoints, metrics, objectives
@@ -36,6 +37,26 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
   steps = [optax.clip_by_global_norm(optim.max_grad_norm)] if optim.max_grad_norm else []
   steps.append(optax.adamw(optim.learning_rate, weight_decay=optim.weight_decay))
   return optax.chain(*steps)
+
+
+def data_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over every device of every process: the batch is split along 'data'."""
+  return jax.make_mesh((jax.device_count(),), ('data',))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places parameters and optimizer state on every device (data parallelism)."""
+  return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """This process's slice of the global batch, split along the leading axis over the mesh.
+
+  On one host this is the whole batch; with several hosts each passes its own
+  slice (Grain shards the records by process) and the global array is assembled.
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, jax.Array]:
@@ -147,12 +168,25 @@ def eval_step(state: TrainState, batch: dict[str, Any]) -> jax.Array:
   return jnp.argmax(logits, -1)
 
 
-def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes: int) -> dict[str, Any]:
+def _eval_batches(data: loader.Split, batch_size: int, mesh: jax.sharding.Mesh):
+  """Sharded eval batches with their validity mask as one more sharded array."""
+  for batch, valid in data.eval_batches(batch_size):
+    yield shard_batch({**batch, 'valid': valid}, mesh)
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+  """The whole global array on this host (across processes when there are several)."""
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes: int,
+             mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Accuracy, unweighted accuracy and confusion matrix over a whole split."""
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  for batch, valid in data.eval_batches(batch_size):
-    predictions = np.asarray(eval_step(state, batch))[valid]
-    confusion += metrics.confusion_matrix(batch['label'][valid], predictions, num_classes)
+  for batch in _eval_batches(data, batch_size, mesh):
+    valid = _gather(batch['valid'])
+    predictions = _gather(eval_step(state, batch))
+    confusion += metrics.confusion_matrix(_gather(batch['label'])[valid], predictions[valid], num_classes)
   return metrics.classification_metrics(confusion)
 
 
@@ -165,16 +199,18 @@ def embed_step(state: TrainState, batch: dict[str, Any], normalize: bool) -> dic
   return emb
 
 
-def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, normalize: bool) -> dict[str, Any]:
+def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, normalize: bool,
+                       mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Audio-to-video retrieval over a whole split: given a clip's audio, rank every clip's video.
 
   recall@k is the fraction of clips whose own video is among the k nearest; chance is k/N.
   """
   audio, video = [], []
-  for batch, valid in data.eval_batches(batch_size):
-    emb = jax.device_get(embed_step(state, batch, normalize))
-    audio.append(emb['audio'][valid])
-    video.append(emb['video'][valid])
+  for batch in _eval_batches(data, batch_size, mesh):
+    valid = _gather(batch['valid'])
+    emb = embed_step(state, batch, normalize)
+    audio.append(_gather(emb['audio'])[valid])
+    video.append(_gather(emb['video'])[valid])
   audio, video = np.concatenate(audio), np.concatenate(video)
   distance = np.linalg.norm(audio[:, None, :] - video[None, :, :], axis=-1)
   own = np.diag(distance)
@@ -189,17 +225,17 @@ def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, n
   }
 
 
-def _objective(config, data: loader.Data):
+def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
   """(step function, evaluator, name of the metric that picks the best checkpoint) for config.objective."""
   tc = config.train
   if config.objective == 'cross_entropy':
     frozen = tuple(config.init_keys) if config.init_from and config.freeze_steps else ()
     step = make_train_step(config.optim.l1, frozen=frozen, frozen_steps=config.freeze_steps)
-    return step, lambda state: evaluate(state, data.test, tc.batch_size, len(data.class_names)), 'accuracy'
+    return step, lambda state: evaluate(state, data.test, tc.batch_size, len(data.class_names), mesh), 'accuracy'
   if config.objective == 'contrastive':
     cc = config.contrastive
     step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, hard_fraction=cc.hard_fraction)
-    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize), 'recall_at_1'
+    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")
 
 
@@ -222,9 +258,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   tc = config.train
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  mesh = data_mesh()
+  if tc.batch_size % mesh.size:
+    raise ValueError(f'Batch size {tc.batch_size} does not split over {mesh.size} devices.')
   state = create_state(model, data.train.example_batch(tc.batch_size), make_optimizer(config.optim), init_rng)
-  train_step, evaluate_fn, best_metric = _objective(config, data)
-  log = metrics.MetricsLog(os.path.join(workdir, 'metrics.jsonl'))
+  train_step, evaluate_fn, best_metric = _objective(config, data, mesh)
+  main_process = jax.process_index() == 0
+  log = metrics.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), enabled=main_process)
   ckpts = checkpoints.RunCheckpoints(workdir, best_metric=best_metric)
   steps_per_epoch = len(data.train) // tc.batch_size
   if steps_per_epoch == 0:
@@ -239,15 +279,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif config.init_from:
     state = state.replace(params=init_params_from(config.init_from, state.params, tuple(config.init_keys)))
   log.truncate_after(int(state.step))
+  state = replicate(state, mesh)
 
   final = None
   while epoch < tc.num_epochs:
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
     bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
-               unit='batch', leave=False, dynamic_ncols=True)
+               unit='batch', leave=False, dynamic_ncols=True, disable=not main_process)
     for batch in bar:
       step = int(state.step)
-      state, m = train_step(state, batch, jax.random.fold_in(train_rng, step))
+      state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(train_rng, step))
       m = {k: float(v) for k, v in jax.device_get(m).items()}
       if not m['finite']:
         print(f'step {step}: non-finite loss or gradient ({m["loss"]}); update skipped.')
@@ -272,12 +313,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if final is None:  # nothing left to train: the run was already complete
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
   ckpts.close()
-  plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots'))
+  plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
              'description': _describe(final)}
-  with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=1)
+  if main_process:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=1)
   return summary
 
 
@@ -309,5 +351,7 @@ def evaluate_checkpoint(path: str, data: loader.Data, model: nn.Module, config) 
   template = create_state(model, data.test.example_batch(config.train.batch_size),
                           make_optimizer(config.optim), jax.random.key(0))
   state, meta = checkpoints.restore(step_dir, template)
-  _, evaluate_fn, _ = _objective(config, data)
+  mesh = data_mesh()
+  _, evaluate_fn, _ = _objective(config, data, mesh)
+  state = replicate(state, mesh)
   return {'checkpoint': step_dir, 'recorded': meta.get('metrics'), **evaluate_fn(state)}

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -20,6 +21,8 @@ from emojax import loader, models, train
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:variant].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Overrides config.workdir.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Multi-host: call jax.distributed.initialize() first '
+                                 '(TPU pods and SLURM/Kubernetes clusters configure themselves).')
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
 
@@ -38,6 +41,8 @@ def resolve_config_path(argv: list[str]) -> list[str]:
 
 def main(argv):
   del argv
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
   config = _CONFIG.value
   workdir = _WORKDIR.value or config.workdir
   os.makedirs(workdir, exist_ok=True)

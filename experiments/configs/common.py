@@ -1,6 +1,6 @@
 """The full set of fields every run config has; model configs change a few.
 
-Variants (the `:arg` after the config path):
+Variants (the `:arg` after the config path; several join with commas, e.g. `:smoke,pretrained`):
   (none)  the embedded synthetic corpus, sized so the run takes about five minutes on 2 CPU cores
   smoke   a tiny corpus and tiny shapes for tests (seconds)
   paper   the paper's front end and sizes (faithful 200x300 RGB spectrograms, 60x100 video,
@@ -9,10 +9,19 @@ Variants (the `:arg` after the config path):
 import ml_collections
 
 
-def base_config(model: str, arg: str | None) -> ml_collections.ConfigDict:
+def variants(arg: str | None, known: tuple[str, ...]) -> set[str]:
+  """The comma-separated variants in `arg`; an unknown one is an error."""
+  chosen = {a.strip() for a in (arg or '').split(',') if a.strip()}
+  if chosen - set(known):
+    raise ValueError(f'Unknown config variant(s) {sorted(chosen - set(known))}; expected among {list(known)}.')
+  return chosen
+
+
+def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  chosen = variants(arg, ('smoke', 'paper') + extra_variants)
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.workdir = f'workdirs/{model}' + (f'_{arg}' if arg else '')
+  c.workdir = 'workdirs/' + '_'.join([model, *sorted(chosen)])
   c.init_from = ''                # checkpoint (step dir, manager dir or workdir) to start from
   c.init_keys = ()                # parameter subtrees taken from init_from (empty: all)
   c.freeze_steps = 0              # keep the init_keys subtrees frozen for this many steps
@@ -72,7 +81,7 @@ def base_config(model: str, arg: str | None) -> ml_collections.ConfigDict:
   c.train.num_epochs = 12
   c.train.checkpoint_every_steps = 25
 
-  if arg == 'smoke':
+  if 'smoke' in chosen:
     c.corpus.synthetic.update(num_speakers=4, utterances_per_emotion=4, seconds=1.5, frame_size=(48, 64))
     c.data.audio_size = (32, 48)
     c.data.video_frames = 6
@@ -83,12 +92,10 @@ def base_config(model: str, arg: str | None) -> ml_collections.ConfigDict:
     c.train.batch_size = 8
     c.train.num_epochs = 2
     c.train.checkpoint_every_steps = 2
-  elif arg == 'paper':
+  if 'paper' in chosen:
     c.data.frontend = 'faithful'
     c.data.audio_size = (200, 300)
     c.data.video_size = (60, 100)
     c.data.balance_per_class = 0
     c.train.num_epochs = 30
-  elif arg:
-    raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or 'paper'.")
   return c
