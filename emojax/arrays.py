@@ -131,9 +131,10 @@ class EmojaxArrays(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
 
-  def __init__(self, *, corpus: Corpus, spec: FeatureSpec, **kwargs):
+  def __init__(self, *, corpus: Corpus, spec: FeatureSpec, cache_dir: str, **kwargs):
     self._corpus = corpus
     self._spec = spec
+    self._cache = UtteranceCache(cache_dir)
     self.class_names = label_sets.class_names(spec.class_set, tuple(corpus.canonical[l] for l in corpus.labels),
                                               merge_exc=spec.merge_exc)
     self.manifest_rows: list[dict[str, Any]] = []
@@ -171,18 +172,66 @@ class EmojaxArrays(tfds.core.GeneratorBasedBuilder):
       if label is None:
         self.manifest_rows.append({**row, 'kept': False, 'reason': 'label not in class map'})
         continue
-      try:
-        examples = list(utterance_examples(self._corpus, item, self._spec, self.stats))
-      except (ValueError, OSError, RuntimeError) as error:
-        self.manifest_rows.append({**row, 'kept': False, 'reason': f'{type(error).__name__}: {error}',
-                                   'source': item.audio_path or ''})
-        continue
-      self.manifest_rows.append({**row, 'kept': True, 'clips': len(examples)})
+      cached = self._cache.get(item.id)
+      if cached is None:
+        stats = collections.Counter()
+        try:
+          examples = list(utterance_examples(self._corpus, item, self._spec, stats))
+          row = {**row, 'kept': True, 'clips': len(examples)}
+        except (ValueError, OSError, RuntimeError) as error:
+          examples = []
+          row = {**row, 'kept': False, 'reason': f'{type(error).__name__}: {error}',
+                 'source': item.audio_path or item.video_path or ''}
+        self._cache.put(item.id, row, examples, stats)
+      else:
+        row, examples, stats = cached
+      self.manifest_rows.append(row)
+      self.stats.update(stats)
       for example in examples:
         self.example_rows.append({'utterance': item.id, 'speaker': item.speaker, 'group': item.group,
-                                  'label': label, 'clip': example['clip']})
-        yield f"{item.id}#{example['clip']}", {**example, 'label': label, 'utterance': item.id,
-                                                 'speaker': item.speaker}
+                                  'label': label, 'clip': int(example['clip'])})
+        yield f"{item.id}#{int(example['clip'])}", {**example, 'label': label, 'utterance': item.id,
+                                                      'speaker': item.speaker}
+
+
+class UtteranceCache:
+  """Per-utterance results of an unfinished build: a rerun after a crash or kill resumes.
+
+  TFDS writes a dataset in one go; this cache (one .npz of arrays plus one .json
+  of manifest row and counters per utterance, no pickle) makes the work done
+  before an interruption reusable. Files are written atomically (temp name, then
+  rename), so a kill never leaves a half-written entry. Deleted after a build.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    os.makedirs(directory, exist_ok=True)
+
+  def _path(self, utterance_id: str) -> str:
+    return os.path.join(self.directory, hashlib.sha1(utterance_id.encode()).hexdigest()[:20])
+
+  def get(self, utterance_id: str):
+    base = self._path(utterance_id)
+    if not os.path.exists(base + '.json'):
+      return None
+    with open(base + '.json') as f:
+      entry = json.load(f)
+    examples = []
+    if entry['clips']:
+      with np.load(base + '.npz', allow_pickle=False) as arrays_file:
+        examples = [{key: arrays_file[f'{i}/{key}'] for key in entry['keys']} for i in range(entry['clips'])]
+    return entry['row'], examples, collections.Counter(entry['stats'])
+
+  def put(self, utterance_id: str, row, examples, stats) -> None:
+    base = self._path(utterance_id)
+    if examples:
+      with open(base + '.tmp.npz', 'wb') as f:
+        np.savez(f, **{f'{i}/{key}': np.asarray(value) for i, ex in enumerate(examples) for key, value in ex.items()})
+      os.replace(base + '.tmp.npz', base + '.npz')
+    entry = {'row': row, 'clips': len(examples), 'keys': sorted(examples[0]) if examples else [], 'stats': stats}
+    with open(base + '.tmp.json', 'w') as f:
+      json.dump(entry, f)
+    os.replace(base + '.tmp.json', base + '.json')  # the .json marks the entry complete
 
 
 def build(corpus: Corpus, spec: FeatureSpec, data_dir: str, *, corpus_key: str | None = None) -> Built:
@@ -196,12 +245,15 @@ def build(corpus: Corpus, spec: FeatureSpec, data_dir: str, *, corpus_key: str |
       parameters (e.g. synthetic seeds); defaults to `corpus.name`.
   """
   directory = os.path.join(os.path.abspath(data_dir), corpus_key or corpus.name, spec.key())
-  builder = EmojaxArrays(corpus=corpus, spec=spec, data_dir=directory, file_format='array_record')
+  cache_dir = os.path.join(directory, 'unfinished')
+  new_builder = lambda: EmojaxArrays(corpus=corpus, spec=spec, cache_dir=cache_dir, data_dir=directory,
+                                     file_format='array_record')
+  builder = new_builder()
   meta_dir = builder.data_dir
   if not os.path.exists(os.path.join(meta_dir, 'examples.jsonl')):
-    if os.path.isdir(meta_dir):  # records written but the run died before the metadata: start over
+    if os.path.isdir(meta_dir):  # records written but the run died before the metadata: write them again
       shutil.rmtree(meta_dir)
-      builder = EmojaxArrays(corpus=corpus, spec=spec, data_dir=directory, file_format='array_record')
+      builder = new_builder()
     builder.download_and_prepare()
     manifest = summarise(builder.manifest_rows, builder.example_rows, builder.class_names, builder.stats)
     if not builder.example_rows:
@@ -210,6 +262,7 @@ def build(corpus: Corpus, spec: FeatureSpec, data_dir: str, *, corpus_key: str |
     with open(os.path.join(meta_dir, 'examples.jsonl'), 'w') as f:
       f.writelines(json.dumps(row) + '\n' for row in builder.example_rows)
     print_manifest(manifest, meta_dir)
+    shutil.rmtree(cache_dir)
   with open(os.path.join(meta_dir, 'examples.jsonl')) as f:
     examples = [json.loads(line) for line in f]
   with open(os.path.join(meta_dir, 'manifest.json')) as f:

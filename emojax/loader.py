@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import Any, Iterator, Sequence
 
+import cv2
 import grain
 import jax
 import numpy as np
@@ -31,6 +32,55 @@ class _Lookup:
     return {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
 
 
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Training-time spectrogram augmentation (all off by default: none helped in the paper).
+
+  top_crop_px: the paper's frequency shift: cut up to this many rows off the top
+    (highest frequencies) and resize back.
+  rotate_degrees: the paper's rotation by a random angle in +-this.
+  freq_masks, time_masks, mask_width: SpecAugment-style bands set to the image
+    mean (Park et al. 2019), each at most `mask_width` rows/columns wide.
+  Never a horizontal flip: it reverses time.
+  """
+
+  top_crop_px: int = 0
+  rotate_degrees: float = 0.0
+  freq_masks: int = 0
+  time_masks: int = 0
+  mask_width: int = 8
+
+  @property
+  def active(self) -> bool:
+    return bool(self.top_crop_px or self.rotate_degrees or self.freq_masks or self.time_masks)
+
+  def __call__(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if 'audio' not in element:
+      return element
+    image = element['audio']
+    height, width = image.shape[:2]
+    if self.top_crop_px:
+      crop = int(rng.integers(0, self.top_crop_px + 1))
+      if crop:
+        image = cv2.resize(image[crop:], (width, height), interpolation=cv2.INTER_LINEAR).reshape(image.shape)
+    if self.rotate_degrees:
+      angle = float(rng.uniform(-self.rotate_degrees, self.rotate_degrees))
+      matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+      image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT).reshape(image.shape)
+    if self.freq_masks or self.time_masks:
+      image = image.copy()
+      fill = image.mean(axis=(0, 1))
+      for axis, count in ((0, self.freq_masks), (1, self.time_masks)):
+        for _ in range(count):
+          size = int(rng.integers(0, self.mask_width + 1))
+          start = int(rng.integers(0, max(1, image.shape[axis] - size)))
+          index = [slice(None)] * image.ndim
+          index[axis] = slice(start, start + size)
+          image[tuple(index)] = fill
+    return {**element, 'audio': image.astype(np.float32)}
+
+
 @dataclasses.dataclass
 class Split:
   """Some records of a build (by index) and how to batch them."""
@@ -38,6 +88,7 @@ class Split:
   source: Any
   indices: Sequence[int]
   num_workers: int = 0
+  augment: Augment = Augment()  # applied to training batches only
   # Multi-host: this process reads every shard_count-th example of each global batch.
   shard_index: int = 0
   shard_count: int = 1
@@ -51,18 +102,22 @@ class Split:
       iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
     return iter(iterable)
 
-  def _local(self, dataset: grain.MapDataset, batch_size: int) -> grain.MapDataset:
-    """This process's part of each global batch of `batch_size`."""
+  def _local(self, dataset: grain.MapDataset, batch_size: int, augment_seed: int | None = None) -> grain.MapDataset:
+    """This process's part of each global batch of `batch_size`, augmented when a seed is given."""
     if batch_size % self.shard_count:
       raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
     full = len(dataset) // batch_size * batch_size  # whole global batches only
-    return (dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source))
-            .batch(batch_size // self.shard_count, drop_remainder=True))
+    dataset = dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source))
+    if augment_seed is not None and self.augment.active:
+      # Per-element random streams derive from (seed, position): a resumed epoch augments identically.
+      dataset = dataset.random_map(self.augment, seed=augment_seed)
+    return dataset.batch(batch_size // self.shard_count, drop_remainder=True)
 
   def train_batches(self, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Full global batches of one epoch in a (seed, epoch)-determined order, from batch `start` on."""
-    dataset = grain.MapDataset.source(np.asarray(self.indices, np.int64)).shuffle(seed=seed * 100_003 + epoch)
-    return self._iterate(self._local(dataset, batch_size)[start:])
+    epoch_seed = seed * 100_003 + epoch
+    dataset = grain.MapDataset.source(np.asarray(self.indices, np.int64)).shuffle(seed=epoch_seed)
+    return self._iterate(self._local(dataset, batch_size, augment_seed=epoch_seed + 1)[start:])
 
   def eval_batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Every example once, in order; the last batch is padded to full size (one compiled shape)
@@ -114,5 +169,6 @@ def load_data(config, workdir: str | None = None) -> Data:
   if workdir:
     splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
   shard = {'num_workers': dc.num_workers, 'shard_index': jax.process_index(), 'shard_count': jax.process_count()}
-  return Data(class_names=built.class_names, train=Split(built.source, train_indices, **shard),
+  augment = Augment(**dc.augment.to_dict())
+  return Data(class_names=built.class_names, train=Split(built.source, train_indices, augment=augment, **shard),
               test=Split(built.source, split['test'], **shard))
