@@ -26,7 +26,9 @@ def get_corpus(corpus_config) -> Corpus:
     return reader(**corpus_config.synthetic.to_dict())
   if not corpus_config.root:
     raise ValueError(f'Corpus {name!r} needs --config.corpus.root=<folder of the corpus>.')
-  return reader(corpus_config.root)
+  options = {'iemocap': {'audio_source': corpus_config.iemocap_audio_source},
+             'ravdess': {'keep_song': corpus_config.ravdess_keep_song}}.get(name, {})
+  return reader(corpus_config.root, **options)
 
 
 def corpus_key(corpus_config) -> str:

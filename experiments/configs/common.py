@@ -36,6 +36,8 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.corpus = ml_collections.ConfigDict()
   c.corpus.name = 'synthetic'     # synthetic | iemocap | emodb | ravdess | cremad
   c.corpus.root = ''              # folder of a real corpus
+  c.corpus.iemocap_audio_source = 'sentences'  # sentences/wav files, or 'dialog': cut by the label times
+  c.corpus.ravdess_keep_song = False
   c.corpus.synthetic = ml_collections.ConfigDict(dict(
       num_speakers=8, utterances_per_emotion=36, seconds=3.0, frame_size=(72, 96), seed=0))
 

@@ -1,0 +1,66 @@
+r"""Precomputes a corpus's features into ArrayRecord files once, and writes its splits.
+
+  python -m experiments.prepare --corpus=iemocap --corpus_dir=/data/IEMOCAP_full_release --variant=ds1
+  python -m experiments.prepare --corpus=ravdess --corpus_dir=../shared/data/ravdess --variant=ds2 \
+      --frontend=faithful --audio_size=200,300 --no_video
+  python -m experiments.prepare --corpus=synthetic --variant=ds2
+
+A run (`experiments.run`) with the same corpus and feature settings reuses the
+build. An interrupted build resumes where it stopped. Prints the manifest
+(every utterance kept or skipped, with the reason) and writes, next to the
+records, the random 80/20 split and every speaker-independent fold as JSON.
+"""
+import json
+import os
+
+import ml_collections
+from absl import app, flags
+
+from emojax import arrays, corpora, splits
+
+_CORPUS = flags.DEFINE_enum('corpus', None, sorted(corpora.READERS), 'Corpus reader.')
+_CORPUS_DIR = flags.DEFINE_string('corpus_dir', '', 'Folder of a real corpus (manual download).')
+_DATA_DIR = flags.DEFINE_string('data_dir', 'data', 'Root of the precomputed arrays.')
+_VARIANT = flags.DEFINE_enum('variant', 'ds2', sorted(arrays.VARIANTS), 'The paper\'s dataset variant.')
+_FRONTEND = flags.DEFINE_enum('frontend', 'native', ['native', 'faithful'], 'Spectrogram front end.')
+_AUDIO_SIZE = flags.DEFINE_list('audio_size', ['64', '96'], 'Spectrogram rows,columns.')
+_CLASS_SET = flags.DEFINE_enum('class_set', '4class', ['4class', '3class', 'all'], 'Classes kept.')
+_MERGE_EXC = flags.DEFINE_bool('merge_exc', False, "IEMOCAP: count 'exc' as 'hap'.")
+_NO_VIDEO = flags.DEFINE_bool('no_video', False, 'Audio only (required for audio-only corpora).')
+_VIDEO_CROP = flags.DEFINE_enum('video_crop', 'fixed', ['fixed', 'face'], 'Face region crop.')
+_VIDEO_SIZE = flags.DEFINE_list('video_size', ['60', '100'], 'Frame rows,columns.')
+_VIDEO_FRAMES = flags.DEFINE_integer('video_frames', 20, 'Frames per clip.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random split.')
+
+
+def main(argv):
+  del argv
+  corpus_config = ml_collections.ConfigDict({'name': _CORPUS.value, 'root': _CORPUS_DIR.value})
+  if _CORPUS.value == 'synthetic':  # the same defaults as the run configs
+    from experiments.configs import common
+    corpus_config = common.base_config('fusion', None).corpus
+  spec = arrays.FeatureSpec(
+      variant=_VARIANT.value, frontend=_FRONTEND.value, audio_size=tuple(map(int, _AUDIO_SIZE.value)),
+      class_set=_CLASS_SET.value, merge_exc=_MERGE_EXC.value, with_video=not _NO_VIDEO.value,
+      video_frames=_VIDEO_FRAMES.value, video_size=tuple(map(int, _VIDEO_SIZE.value)), video_crop=_VIDEO_CROP.value)
+  built = arrays.build(corpora.get_corpus(corpus_config), spec, _DATA_DIR.value,
+                       corpus_key=corpora.corpus_key(corpus_config))
+  arrays.print_manifest(built.manifest, built.directory)
+
+  split_dir = os.path.join(built.directory, 'splits')
+  os.makedirs(split_dir, exist_ok=True)
+  written = {'random_80_20': splits.make_split(built.examples, 'random', test_fraction=0.2, seed=_SEED.value)}
+  groups = sorted({e['group'] for e in built.examples})
+  if len(groups) > 1:  # leave-one-group-out: sessions (IEMOCAP), actors / speakers elsewhere
+    for fold, group in enumerate(groups):
+      written[f'leave_out_{group}'] = splits.make_split(built.examples, 'group', fold=fold)
+  for name, split in written.items():
+    splits.write(split, os.path.join(split_dir, f'{name}.json'), built.examples)
+    print(splits.describe(split, built.examples, built.class_names))
+  print(f'Splits written to {split_dir}: {", ".join(sorted(written))}')
+  print(json.dumps({'records': len(built.examples), 'directory': built.directory}))
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('corpus')
+  app.run(main)
