@@ -28,6 +28,24 @@ def _open(path: str) -> av.container.InputContainer:
     raise ValueError(f'{path}: cannot open as audio/video: {err}') from err
 
 
+def _check_complete(path: str, container: av.container.InputContainer, stream: av.stream.Stream,
+                    decoded_until: float) -> None:
+  """Raises ValueError when a stream ends well before the duration its container declares (a cut-off file).
+
+  Allows half a second or 10% of the declared duration, whichever is more:
+  declared durations are rounded, and a container's covers its longest stream.
+  """
+  if stream.duration is not None and stream.time_base is not None:
+    declared = float(stream.duration * stream.time_base)
+  elif container.duration is not None:
+    declared = container.duration / av.time_base
+  else:
+    return
+  if declared - decoded_until > max(0.5, 0.1 * declared):
+    raise ValueError(f'{path}: truncated file: its {stream.type} stream ends at {decoded_until:.2f} s, '
+                     f'the container declares {declared:.2f} s.')
+
+
 def decode_video(path: str, *, start: float | None = None,
                  end: float | None = None) -> tuple[np.ndarray, float]:
   """Decodes the RGB frames of [start, end) seconds of a video file.
@@ -66,16 +84,19 @@ def decode_video(path: str, *, start: float | None = None,
     try:
       if start:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
+      time = None
       for index, frame in enumerate(container.decode(stream)):
         # A few containers (old AVIs) carry no timestamps: count frames instead (no seek then).
         time = frame.time if frame.time is not None else (first if start else 0.0) + index / fps
+        if time <= first < time + 1 / fps:
+          shown_at_start = frame
         middle = time + 0.5 / fps
         if middle >= last:
           break
         if middle >= first:
           frames.append(frame.to_ndarray(format='rgb24'))
-        elif time <= first:
-          shown_at_start = frame
+      else:  # decoded to the end of the stream
+        _check_complete(path, container, stream, 0.0 if time is None else time + 1 / fps)
     except av.error.FFmpegError as err:
       raise ValueError(f'{path}: corrupt video data: {err}') from err
   if not frames and shown_at_start is not None and end is not None:
@@ -108,8 +129,10 @@ def decode_audio_track(path: str, *, sample_rate: int | None = None) -> tuple[np
       chunks.extend(converted.to_ndarray() for converted in resampler.resample(None))
     except av.error.FFmpegError as err:
       raise ValueError(f'{path}: corrupt audio data: {err}') from err
-  if not chunks or sum(chunk.shape[1] for chunk in chunks) == 0:
-    raise ValueError(f'{path}: the audio track holds no samples.')
+    samples = sum(chunk.shape[1] for chunk in chunks)
+    if samples == 0:
+      raise ValueError(f'{path}: the audio track holds no samples.')
+    _check_complete(path, container, stream, samples / sr)
   wave = np.concatenate(chunks, axis=1).mean(axis=0)
   if sample_rate is not None and sample_rate != sr:
     wave, sr = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate), sample_rate
