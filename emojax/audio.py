@@ -27,6 +27,8 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
+from emojax import video
+
 # Extensions libsndfile reads itself; anything else is treated as a container (video) file.
 SOUNDFILE_EXTENSIONS = ('.wav', '.flac', '.ogg', '.mp3', '.aiff', '.aif')
 
@@ -74,7 +76,6 @@ def load_waveform(path: str, *, sample_rate: int | None = None, start: float | N
   if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTENSIONS:
     wave, sr = _read_soundfile(path, start, end)
   else:
-    from emojax import video  # video imports this module; import here to keep the cycle lazy
     wave, sr = video.decode_audio_track(path)
     first = 0 if start is None else int(round(start * sr))
     last = len(wave) if end is None else int(round(end * sr))
