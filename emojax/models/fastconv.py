@@ -1,0 +1,143 @@
+"""Convolutions as shifted slices + matmuls, a drop-in for `nn.Conv` on CPU.
+
+XLA's CPU convolution (and its backward passes) is slow for the paper's
+shapes: few input channels and large kernels (12x16, 8x12) or 3x3x3 video
+kernels. Here a convolution is written as "im2col" - the shifted views of the
+padded input for each kernel offset, concatenated on the channel axis - and
+matrix products, which XLA's CPU dot runs near the machine's peak. The
+backward pass of slices and dots is again slices and dots, so autodiff gives a
+fast gradient too (a hand-written VJP - input gradient as a correlation with
+the flipped kernel, kernel gradient as a transposed dot - measured 1.1-3x
+SLOWER than autodiff on every paper layer, so there is none).
+
+Materialising every offset multiplies the input's size by prod(kernel): 192x
+for the 12x16 audio kernel, gigabytes at batch 64, and memory traffic then
+dominates. So only the trailing kernel axes are folded into the contraction
+(`fold`), and the remaining offsets are one matmul each, summed.
+
+`Conv(...)` returns an ordinary `nn.Conv` whose convolution primitive is
+swapped: parameter names, shapes, initialisation and checkpoints are exactly
+those of `nn.Conv`, so `impl` is a pure speed switch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import functools
+import itertools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+IMPLS = ('xla', 'patches')
+# Fold trailing kernel axes into the contraction while the im2col tensor stays at most
+# this many times the input: 3x3x3 folds whole (27), 12x16 folds only the 16 (measured best).
+MAX_FOLD_GROWTH = 32
+
+
+def default_fold(window: Sequence[int]) -> int:
+  """The number of trailing kernel axes to fold, at most MAX_FOLD_GROWTH times the input."""
+  fold = 0
+  while fold < len(window) and math.prod(window[len(window) - fold - 1:]) <= MAX_FOLD_GROWTH:
+    fold += 1
+  return max(fold, 1)
+
+
+def _strided_view(x: jax.Array, axes_start: Sequence[int], offsets: Sequence[int], sizes: Sequence[int],
+                  strides: Sequence[int]) -> jax.Array:
+  """x sliced on consecutive spatial axes from `axes_start`: offset o, `size` elements every `stride`."""
+  start, limit, step = [0] * x.ndim, list(x.shape), [1] * x.ndim
+  for axis, o, n, s in zip(range(axes_start, x.ndim), offsets, sizes, strides):
+    start[axis], limit[axis], step[axis] = o, o + (n - 1) * s + 1, s
+  return lax.slice(x, start, limit, step)
+
+
+def conv_patches_padded(x: jax.Array, kernel: jax.Array, strides: Sequence[int], dilation: Sequence[int],
+                        fold: int, precision: Any = None) -> jax.Array:
+  """VALID convolution of an already padded channels-last x with kernel (*window, C_in, C_out).
+
+  The last `fold` kernel axes are gathered into the channel axis (im2col);
+  every offset of the leading kernel axes is then one dot_general, summed.
+  """
+  window = kernel.shape[:-2]
+  rank = len(window)
+  lead = rank - fold
+  dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+  out_spatial = [(n - w) // s + 1 for n, w, s in zip(x.shape[1:-1], dilated, strides)]
+  if any(n <= 0 for n in out_spatial):
+    raise ValueError(f'Kernel {tuple(window)} (dilation {tuple(dilation)}) does not fit the padded input '
+                     f'{x.shape[1:-1]}.')
+  views = [_strided_view(x, 1 + lead, [o * d for o, d in zip(offset, dilation[lead:])], out_spatial[lead:],
+                         strides[lead:])
+           for offset in itertools.product(*(range(k) for k in window[lead:]))]  # row-major, as reshape below
+  slab = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
+  kernel = kernel.reshape(*window[:lead], -1, kernel.shape[-1])
+  y = None
+  for offset in itertools.product(*(range(k) for k in window[:lead])):
+    view = _strided_view(slab, 1, [o * d for o, d in zip(offset, dilation)], out_spatial[:lead], strides[:lead])
+    term = lax.dot_general(view, kernel[offset], (((view.ndim - 1,), (0,)), ((), ())), precision=precision)
+    y = term if y is None else y + term
+  return y
+
+
+def conv_patches(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
+                 padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                 rhs_dilation: Sequence[int] | None = None,
+                 dimension_numbers: lax.ConvDimensionNumbers | None = None,
+                 feature_group_count: int = 1, precision: Any = None, *, fold: int | None = None) -> jax.Array:
+  """`lax.conv_general_dilated` for channels-last inputs, as im2col + matmuls.
+
+  Takes the arguments `nn.Conv` passes (input (N, *spatial, C_in), kernel
+  (*window, C_in, C_out)); supports strides and kernel dilation, not input
+  dilation or feature groups.
+
+  Args:
+    fold: how many trailing kernel axes to gather into the contraction
+      (None: `default_fold`; len(window): a single matmul).
+
+  Returns:
+    (N, *out_spatial, C_out), equal to `lax.conv_general_dilated` up to float rounding.
+  """
+  rank = lhs.ndim - 2
+  spatial = 'DHW'[3 - rank:]
+  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
+    raise ValueError(f'conv_patches needs channels-last inputs and kernels; got {dimension_numbers}.')
+  if any(d != 1 for d in (lhs_dilation or ())) or feature_group_count != 1:
+    raise ValueError('conv_patches supports neither input dilation nor feature groups.')
+  window = rhs.shape[:rank]
+  fold = default_fold(window) if fold is None else fold
+  if not 1 <= fold <= rank:
+    raise ValueError(f'fold must be in [1, {rank}] for a {rank}-D kernel; got {fold}.')
+  strides = tuple(window_strides or (1,) * rank)
+  dilation = tuple(rhs_dilation or (1,) * rank)
+  if isinstance(padding, str):
+    dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, strides, padding)
+  x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  return conv_patches_padded(x, rhs, strides, dilation, fold, precision)
+
+
+def Conv(features: int, kernel_size: int | Sequence[int], padding: Any = 'SAME', *, impl: str = 'xla',
+         fold: int | None = None, **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
+  """An `nn.Conv` (2D NHWC or 3D NDHWC) computed by `impl`.
+
+  Args:
+    features: output channels.
+    kernel_size: window shape, e.g. (12, 16) or (3, 3, 3).
+    padding: as for `nn.Conv` ('SAME', 'VALID', an int, or (low, high) pairs).
+    impl: 'xla' (lax.conv_general_dilated) or 'patches' (`conv_patches`).
+    fold: for 'patches', see `conv_patches`.
+    **kwargs: any other `nn.Conv` field (use_bias, dtype, kernel_init, name, ...).
+
+  Returns:
+    The module; its parameters ('kernel' (*kernel_size, C_in, features), 'bias')
+    and auto-generated name ('Conv_<i>') are those of `nn.Conv`.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f'Unknown convolution impl {impl!r}; expected one of {IMPLS}.')
+  conv = functools.partial(conv_patches, fold=fold) if impl == 'patches' else None
+  return nn.Conv(features, kernel_size, padding=padding, conv_general_dilated=conv, **kwargs)

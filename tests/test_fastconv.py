@@ -1,0 +1,131 @@
+"""`fastconv.Conv(impl='patches')` computes what `nn.Conv` computes, with the same parameters."""
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emojax.models import fastconv
+
+# The paper's layers (DESIGN.md) at small spatial sizes: (input shape without batch, kernel, C_out, padding).
+PAPER_LAYERS = {
+    'audio1': ((20, 26, 3), (12, 16), 16, ((6, 6), (8, 8))),
+    'audio2': ((10, 13, 16), (8, 12), 24, ((4, 4), (6, 6))),
+    'audio3': ((6, 9, 24), (5, 7), 32, ((2, 2), (3, 3))),
+    'video1': ((5, 9, 11, 3), (3, 3, 3), 16, 'VALID'),
+    'video2': ((4, 6, 7, 16), (3, 3, 3), 32, 'VALID'),
+    'video4': ((3, 3, 3, 64), (3, 3, 3), 128, 'VALID'),
+}
+
+
+def _pair(layer, impl, fold=None):
+  shape, kernel, features, padding = layer
+  return fastconv.Conv(features, kernel, padding, impl=impl, fold=fold), jax.random.normal(
+      jax.random.key(0), (2, *shape))
+
+
+def _loss_and_grads(module, params, x):
+  def loss(params, x):
+    y = module.apply({'params': params}, x)
+    return jnp.sum(jnp.sin(y))  # a non-linear read-out so the cotangent differs per element
+
+  return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_LAYERS))
+def test_patches_matches_nn_conv_forward_and_gradients(name):
+  reference = nn.Conv(PAPER_LAYERS[name][2], PAPER_LAYERS[name][1], padding=PAPER_LAYERS[name][3])
+  patches, x = _pair(PAPER_LAYERS[name], 'patches')
+  params = reference.init(jax.random.key(1), x)['params']
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)  # non-zero bias
+  y_ref, y = reference.apply({'params': params}, x), patches.apply({'params': params}, x)
+  assert y.shape == y_ref.shape
+  np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+  (l_ref, (gp_ref, gx_ref)), (l, (gp, gx)) = (_loss_and_grads(reference, params, x),
+                                              _loss_and_grads(patches, params, x))
+  np.testing.assert_allclose(l, l_ref, rtol=1e-4)
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4)
+  for key in ('kernel', 'bias'):
+    np.testing.assert_allclose(gp[key], gp_ref[key], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('fold', [1, 2, 3])
+def test_every_fold_of_a_3d_kernel_gives_the_same_result(fold):
+  layer = PAPER_LAYERS['video2']
+  reference, x = _pair(layer, 'xla')
+  params = reference.init(jax.random.key(1), x)['params']
+  np.testing.assert_allclose(_pair(layer, 'patches', fold)[0].apply({'params': params}, x),
+                             reference.apply({'params': params}, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('padding,strides,dilation', [
+    ('SAME', (1, 1), (1, 1)),
+    ('VALID', (1, 1), (1, 1)),
+    (((2, 1), (0, 3)), (2, 3), (1, 1)),
+    (((1, 0), (4, 4)), (2, 1), (1, 2)),
+    (2, (1, 1), (2, 2)),
+])
+def test_conv_patches_matches_lax_for_padding_strides_and_dilation(padding, strides, dilation):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 11, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 4, 3, 5))
+  pads = padding if not isinstance(padding, int) else [(padding, padding)] * 2
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+
+  def reference(x, w):
+    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dn)
+
+  def patches(x, w):
+    return fastconv.conv_patches(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dn)
+
+  y_ref, vjp_ref = jax.vjp(reference, x, w)
+  y, vjp = jax.vjp(patches, x, w)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  for got, want in zip(vjp(cotangent), vjp_ref(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_param_trees_and_initialisation_are_those_of_nn_conv():
+
+  class Net(nn.Module):
+    impl: str
+
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(fastconv.Conv(4, (3, 5), ((1, 1), (2, 2)), impl=self.impl)(x))
+      return fastconv.Conv(6, (2, 2), 'VALID', impl=self.impl, use_bias=False)(x)
+
+  class Plain(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Conv(4, (3, 5), padding=((1, 1), (2, 2)))(x))
+      return nn.Conv(6, (2, 2), padding='VALID', use_bias=False)(x)
+
+  x = jnp.ones((1, 7, 9, 2))
+  trees = [m.init(jax.random.key(3), x)['params'] for m in (Plain(), Net('xla'), Net('patches'))]
+  for tree in trees[1:]:
+    assert jax.tree.structure(tree) == jax.tree.structure(trees[0])
+    jax.tree.map(np.testing.assert_array_equal, tree, trees[0])
+  assert trees[0]['Conv_0']['kernel'].shape == (3, 5, 2, 4)
+  assert set(trees[0]['Conv_1']) == {'kernel'}
+
+
+def test_default_fold_keeps_the_im2col_growth_bounded():
+  assert fastconv.default_fold((12, 16)) == 1
+  assert fastconv.default_fold((5, 7)) == 1
+  assert fastconv.default_fold((3, 3, 3)) == 3
+  assert fastconv.default_fold((40,)) == 1
+
+
+def test_bad_arguments_are_rejected():
+  with pytest.raises(ValueError, match='impl'):
+    fastconv.Conv(4, (3, 3), impl='fft')
+  x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+  with pytest.raises(ValueError, match='fold'):
+    fastconv.conv_patches(x, w, (1, 1), 'VALID', fold=3)
+  with pytest.raises(ValueError, match='does not fit'):
+    fastconv.conv_patches(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
+  with pytest.raises(ValueError, match='feature groups'):
+    fastconv.conv_patches(x, jnp.ones((3, 3, 1, 4)), (1, 1), 'VALID', feature_group_count=2)
