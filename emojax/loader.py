@@ -156,11 +156,13 @@ def load_data(config, workdir: str | None = None) -> Data:
   spec = arrays.FeatureSpec(
       variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=dc.clip_seconds,
       class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=config.model.name in ('video3d', 'fusion'),
-      video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop)
+      video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
+      augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
-  split = splits.make_split(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
-                            num_test_speakers=dc.num_test_speakers, fold=dc.fold,
-                            test_fraction=dc.test_fraction, seed=config.seed)
+  # Augmented copies (spec.augment_copies) go to the training side only.
+  split = arrays.split_examples(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
+                                num_test_speakers=dc.num_test_speakers, fold=dc.fold,
+                                test_fraction=dc.test_fraction, seed=config.seed)
   train_indices = split['train']
   if dc.balance_per_class:
     train_indices = splits.balance(train_indices, [e['label'] for e in built.examples], dc.balance_per_class,

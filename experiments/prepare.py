@@ -30,6 +30,10 @@ _NO_VIDEO = flags.DEFINE_bool('no_video', False, 'Audio only (required for audio
 _VIDEO_CROP = flags.DEFINE_enum('video_crop', 'fixed', ['fixed', 'face'], 'Face region crop.')
 _VIDEO_SIZE = flags.DEFINE_list('video_size', ['60', '100'], 'Frame rows,columns.')
 _VIDEO_FRAMES = flags.DEFINE_integer('video_frames', 20, 'Frames per clip.')
+_CLIP_SECONDS = flags.DEFINE_float('clip_seconds', 3.0, 'Clip length of the clipped variants (ds2, ds4).')
+_AUGMENT_COPIES = flags.DEFINE_integer('augment_copies', 0, 'Extra copies of each clip with a faint tone sweep '
+                                       'mixed in (used on the training side only).')
+_SHARD = flags.DEFINE_integer('utterances_per_shard', 256, 'Utterances per ArrayRecord shard (unit of resumption).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random split.')
 
 
@@ -41,19 +45,20 @@ def main(argv):
     corpus_config = common.base_config('fusion', None).corpus
   spec = arrays.FeatureSpec(
       variant=_VARIANT.value, frontend=_FRONTEND.value, audio_size=tuple(map(int, _AUDIO_SIZE.value)),
-      class_set=_CLASS_SET.value, merge_exc=_MERGE_EXC.value, with_video=not _NO_VIDEO.value,
-      video_frames=_VIDEO_FRAMES.value, video_size=tuple(map(int, _VIDEO_SIZE.value)), video_crop=_VIDEO_CROP.value)
+      clip_seconds=_CLIP_SECONDS.value, class_set=_CLASS_SET.value, merge_exc=_MERGE_EXC.value,
+      with_video=not _NO_VIDEO.value, video_frames=_VIDEO_FRAMES.value, video_size=tuple(map(int, _VIDEO_SIZE.value)),
+      video_crop=_VIDEO_CROP.value, augment_copies=_AUGMENT_COPIES.value)
   built = arrays.build(corpora.get_corpus(corpus_config), spec, _DATA_DIR.value,
-                       corpus_key=corpora.corpus_key(corpus_config))
+                       corpus_key=corpora.corpus_key(corpus_config), utterances_per_shard=_SHARD.value)
   arrays.print_manifest(built.manifest, built.directory)
 
   split_dir = os.path.join(built.directory, 'splits')
   os.makedirs(split_dir, exist_ok=True)
-  written = {'random_80_20': splits.make_split(built.examples, 'random', test_fraction=0.2, seed=_SEED.value)}
+  written = {'random_80_20': arrays.split_examples(built.examples, 'random', test_fraction=0.2, seed=_SEED.value)}
   groups = sorted({e['group'] for e in built.examples})
   if len(groups) > 1:  # leave-one-group-out: sessions (IEMOCAP), actors / speakers elsewhere
     for fold, group in enumerate(groups):
-      written[f'leave_out_{group}'] = splits.make_split(built.examples, 'group', fold=fold)
+      written[f'leave_out_{group}'] = arrays.split_examples(built.examples, 'group', fold=fold)
   for name, split in written.items():
     splits.write(split, os.path.join(split_dir, f'{name}.json'), built.examples)
     print(splits.describe(split, built.examples, built.class_names))

@@ -59,6 +59,8 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.data.test_fraction = 0.2      # for split=random
   c.data.balance_per_class = 0    # the paper's 1600: duplicate/undersample training classes to N (0: off)
   c.data.num_workers = 0          # Grain worker processes
+  c.data.augment_copies = 0       # build-time copies with a faint tone sweep mixed in (training side only)
+  c.data.augment_level_db = -20.0  # the sweep's RMS relative to the clip's
   c.data.augment = ml_collections.ConfigDict(dict(  # training only; see emojax.loader.Augment
       top_crop_px=0, rotate_degrees=0.0, freq_masks=0, time_masks=0, mask_width=8))
 
