@@ -13,13 +13,15 @@ records, the random 80/20 split and every speaker-independent fold as JSON.
 import json
 import os
 
-import ml_collections
 from absl import app, flags
 
 from emojax import arrays, corpora, splits
+from experiments.configs import common
 
 _CORPUS = flags.DEFINE_enum('corpus', None, sorted(corpora.READERS), 'Corpus reader.')
 _CORPUS_DIR = flags.DEFINE_string('corpus_dir', '', 'Folder of a real corpus (manual download).')
+_IEMOCAP_AUDIO_SOURCE = flags.DEFINE_enum('iemocap_audio_source', 'sentences', ['sentences', 'dialog'],
+                                          'IEMOCAP: sentences/wav files, or cut the dialog wav by the label times.')
 _DATA_DIR = flags.DEFINE_string('data_dir', 'data', 'Root of the precomputed arrays.')
 _VARIANT = flags.DEFINE_enum('variant', 'ds2', sorted(arrays.VARIANTS), 'The paper\'s dataset variant.')
 _FRONTEND = flags.DEFINE_enum('frontend', 'native', ['native', 'faithful'], 'Spectrogram front end.')
@@ -39,10 +41,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random split.')
 
 def main(argv):
   del argv
-  corpus_config = ml_collections.ConfigDict({'name': _CORPUS.value, 'root': _CORPUS_DIR.value})
-  if _CORPUS.value == 'synthetic':  # the same defaults as the run configs
-    from experiments.configs import common
-    corpus_config = common.base_config('fusion', None).corpus
+  # The run configs' corpus options (reader defaults), so a run with the same corpus reuses this build.
+  corpus_config = common.base_config('fusion', None).corpus
+  corpus_config.update(name=_CORPUS.value, root=_CORPUS_DIR.value,
+                       iemocap_audio_source=_IEMOCAP_AUDIO_SOURCE.value)
   spec = arrays.FeatureSpec(
       variant=_VARIANT.value, frontend=_FRONTEND.value, audio_size=tuple(map(int, _AUDIO_SIZE.value)),
       clip_seconds=_CLIP_SECONDS.value, class_set=_CLASS_SET.value, merge_exc=_MERGE_EXC.value,
