@@ -9,6 +9,15 @@ A run (`experiments.run`) with the same corpus and feature settings reuses the
 build. An interrupted build resumes where it stopped. Prints the manifest
 (every utterance kept or skipped, with the reason) and writes, next to the
 records, the random 80/20 split and every speaker-independent fold as JSON.
+
+Real corpora are downloaded by hand (their licences need a request or a click):
+  IEMOCAP   request the release at https://sail.usc.edu/iemocap/ (USC SAIL licence form); unpack
+            IEMOCAP_full_release/ and pass it as --corpus_dir (it holds Session1 ... Session5).
+  RAVDESS   https://zenodo.org/record/1188976: Audio_Speech_Actors_01-24.zip (audio) and/or
+            Video_Speech_Actor_NN.zip (audio-visual .mp4); unpack so Actor_NN/ folders sit in --corpus_dir.
+  CREMA-D   https://github.com/CheyneyComputerScience/CREMA-D (git lfs): AudioWAV/ and VideoFlash/
+            under --corpus_dir.
+  Emo-DB    http://emodb.bilderbar.info/download/: unpack so wav/ sits in --corpus_dir.
 """
 import json
 import os
