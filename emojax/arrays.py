@@ -296,7 +296,9 @@ def _build(corpus: Corpus, spec: FeatureSpec, directory: str, utterances_per_sha
                      f"{manifest['skipped_by_reason']}): see {directory}/manifest.json.")
   written = [(base, part) for base, part in parts if part['examples']]
   for index, (base, _) in enumerate(written):
-    os.replace(base + '.array_record', os.path.join(directory, _shard_name(index, len(written))))
+    final = os.path.join(directory, _shard_name(index, len(written)))
+    if not os.path.exists(final):  # else moved by a run interrupted while finishing
+      os.replace(base + '.array_record', final)
   split = tfds.core.SplitInfo(name=SPLIT_NAME, shard_lengths=[len(part['examples']) for _, part in written],
                               num_bytes=0, filename_template=None)
   tfds.folder_dataset.write_metadata(data_dir=directory, features=features, split_infos=[split],
