@@ -75,6 +75,8 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.model.embed_dim = 64
   c.model.time_scan = True        # False: the authors' length-one "sequence" (faithful defect)
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
+  c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
+  c.model.conv_impl = 'xla'       # xla (lax.conv) | patches (im2col + matmul: faster on CPU)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4

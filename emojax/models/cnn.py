@@ -1,0 +1,74 @@
+"""The paper's spectrogram CNN: three wide-kernel convolutions, then two fully connected layers."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emojax.models import fastconv
+
+# (channels, kernel (freq, time), padding) of each conv, from the authors' code.
+AUDIO_CONVS = ((16, (12, 16), (6, 8)), (24, (8, 12), (4, 6)), (32, (5, 7), (2, 3)))
+
+
+def audio_feature_shape(height: int, width: int) -> tuple[int, int]:
+  """(rows, columns) of the conv stack's output for an input of height x width."""
+  for _, kernel, pad in AUDIO_CONVS:
+    height = (height + 2 * pad[0] - kernel[0] + 1) // 2
+    width = (width + 2 * pad[1] - kernel[1] + 1) // 2
+  return height, width
+
+
+def scaled(features: int, width: float) -> int:
+  return max(1, int(round(features * width)))
+
+
+class AudioConvStack(nn.Module):
+  """Conv(k 12x16, pad 6x8) ReLU MaxPool2, Conv(8x12, 4x6) ReLU MaxPool2, Conv(5x7, 2x3) ReLU MaxPool2."""
+
+  width: float = 1.0
+  batchnorm: bool = False
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    rows, cols = audio_feature_shape(*x.shape[1:3])
+    if rows < 1 or cols < 1:
+      raise ValueError(f'Audio input {x.shape[1:3]} is too small for the conv stack (it leaves {rows}x{cols}); '
+                       'use at least 16x16.')
+    for channels, kernel, pad in AUDIO_CONVS:
+      x = fastconv.Conv(scaled(channels, self.width), kernel, ((pad[0], pad[0]), (pad[1], pad[1])),
+                        impl=self.conv_impl, dtype=self.dtype)(x)
+      if self.batchnorm:
+        x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))  # floor mode, as PyTorch's MaxPool2d
+    return x
+
+
+class AudioCNN(nn.Module):
+  """`cnn`: conv stack, flatten, FC -> 64 (the embedding) ReLU Dropout, FC -> classes."""
+
+  num_classes: int
+  width: float = 1.0
+  batchnorm: bool = False
+  dropout: float = 0.2
+  embed_dim: int = 64
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  def setup(self):
+    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl)
+    self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+
+  def embed(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
+    x = self.convs(inputs['audio'].astype(self.dtype), train=train)
+    return nn.relu(self.fc(x.reshape(x.shape[0], -1)))
+
+  def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
+    x = self.drop(self.embed(inputs, train=train), deterministic=not train)
+    return self.head(x).astype(jnp.float32)

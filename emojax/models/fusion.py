@@ -1,0 +1,56 @@
+"""`fusion`: the two-stream model: concat(audio embedding 64, video embedding 64) -> FC 64 ReLU Dropout FC."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emojax.models.cnn import AudioCNN
+from emojax.models.recurrent import AudioRecurrent
+from emojax.models.video3d import Video3D
+
+
+class Fusion(nn.Module):
+  """The encoders are submodules `audio_encoder` and `video_encoder`, so contrastive
+  pre-training checkpoints restore into them by name."""
+
+  num_classes: int
+  audio_model: str = 'cnn_rnn'
+  width: float = 1.0
+  batchnorm: bool = False
+  dropout: float = 0.2
+  rnn_dropout: float = 0.1
+  rnn_hidden: int = 128
+  rnn_layers: int = 2
+  embed_dim: int = 64
+  time_scan: bool = True
+  dtype: Any = jnp.float32
+  conv_impl: str = 'xla'
+
+  def setup(self):
+    common = dict(num_classes=self.num_classes, width=self.width, batchnorm=self.batchnorm, dropout=self.dropout,
+                  embed_dim=self.embed_dim, dtype=self.dtype, conv_impl=self.conv_impl)
+    if self.audio_model == 'cnn':
+      self.audio_encoder = AudioCNN(**common)
+    elif self.audio_model in ('cnn_rnn', 'cnn_lstm'):
+      self.audio_encoder = AudioRecurrent(
+          cell=self.audio_model[4:], rnn_dropout=self.rnn_dropout, rnn_hidden=self.rnn_hidden,
+          rnn_layers=self.rnn_layers, time_scan=self.time_scan, **common)
+    else:
+      raise ValueError(f"Unknown audio model {self.audio_model!r}; expected 'cnn', 'cnn_rnn' or 'cnn_lstm'.")
+    self.video_encoder = Video3D(**common)
+    self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+
+  def embed(self, inputs: dict[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
+    """f_a(a) and f_v(v), the embeddings the contrastive objective compares."""
+    return {'audio': self.audio_encoder.embed(inputs, train=train),
+            'video': self.video_encoder.embed(inputs, train=train)}
+
+  def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
+    emb = self.embed(inputs, train=train)
+    x = nn.relu(self.fc(jnp.concatenate([emb['audio'], emb['video']], axis=-1)))
+    return self.head(self.drop(x, deterministic=not train)).astype(jnp.float32)

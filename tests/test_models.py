@@ -1,0 +1,169 @@
+"""Shapes and exact parameter counts of every model at the paper's sizes, the time-scan switch,
+dropout and batchnorm behaviour, fusion's encoder structure, and finite gradients on tiny inputs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emojax import models
+from emojax.models.cnn import audio_feature_shape
+from emojax.models.video3d import video_feature_shape
+
+AUDIO = (200, 300, 3)
+VIDEO = (20, 60, 100, 3)
+RNGS = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+
+
+def _abstract(name, shapes, batch=2, **kwargs):
+  model = models.get_model(name, num_classes=4, **kwargs)
+  inputs = {k: jax.ShapeDtypeStruct((batch, *v), jnp.float32) for k, v in shapes.items()}
+  variables = jax.eval_shape(lambda x: model.init(RNGS, x, train=False), inputs)
+  return model, variables, inputs
+
+
+def _count(tree):
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def conv(k, cin, cout):
+  return int(np.prod(k)) * cin * cout + cout
+
+
+def dense(i, o):
+  return i * o + o
+
+
+def rnn_layer(i, h):  # one direction of a flax SimpleCell: input kernel (no bias) + recurrent kernel and bias
+  return i * h + h * h + h
+
+
+def lstm_layer(i, h):  # OptimizedLSTMCell: 4 gates, input kernels without bias, recurrent kernels with bias
+  return 4 * (i * h + h * h + h)
+
+
+CONVS = conv((12, 16), 3, 16) + conv((8, 12), 16, 24) + conv((5, 7), 24, 32)
+VIDEO_CONVS = conv((3, 3, 3), 3, 16) + conv((3, 3, 3), 16, 32) + conv((3, 3, 3), 32, 64) + conv((3, 3, 3), 64, 128)
+VIDEO_FC = dense(12 * 2 * 7 * 128, 256) + dense(256, 64)
+
+
+def test_feature_map_sizes_at_paper_sizes():
+  assert audio_feature_shape(200, 300) == (25, 37)
+  assert video_feature_shape(20, 60, 100) == (12, 2, 7)
+
+
+@pytest.mark.parametrize('name,expected', [
+    ('cnn', CONVS + dense(25 * 37 * 32, 64) + dense(64, 4)),
+    ('cnn_rnn', CONVS + 2 * rnn_layer(25 * 32, 128) + 2 * rnn_layer(256, 128) + dense(256, 64) + dense(64, 4)),
+    ('cnn_lstm', CONVS + 2 * lstm_layer(25 * 32, 128) + 2 * lstm_layer(256, 128) + dense(256, 64) + dense(64, 4)),
+])
+def test_audio_models_shapes_and_parameter_counts(name, expected):
+  model, variables, inputs = _abstract(name, {'audio': AUDIO})
+  assert _count(variables['params']) == expected
+  assert jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, inputs).shape == (2, 4)
+  assert jax.eval_shape(lambda v, x: model.apply(v, x, train=False, method='embed'), variables, inputs).shape == (2, 64)
+
+
+def test_video_and_fusion_shapes_and_parameter_counts():
+  model, variables, inputs = _abstract('video3d', {'video': VIDEO})
+  assert _count(variables['params']) == VIDEO_CONVS + VIDEO_FC + dense(64, 4)
+  assert jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, inputs).shape == (2, 4)
+
+  model, variables, inputs = _abstract('fusion', {'audio': AUDIO, 'video': VIDEO})
+  audio = CONVS + 2 * rnn_layer(800, 128) + 2 * rnn_layer(256, 128) + dense(256, 64)
+  assert _count(variables['params']) == audio + VIDEO_CONVS + VIDEO_FC + dense(128, 64) + dense(64, 4)
+  emb = jax.eval_shape(lambda v, x: model.apply(v, x, train=False, method='embed'), variables, inputs)
+  assert emb['audio'].shape == emb['video'].shape == (2, 64)
+
+
+def test_fusion_encoders_have_the_standalone_encoders_structure():
+  _, fused, _ = _abstract('fusion', {'audio': AUDIO, 'video': VIDEO})
+  _, audio, _ = _abstract('cnn_rnn', {'audio': AUDIO})
+  _, video, _ = _abstract('video3d', {'video': VIDEO})
+  drop_head = lambda p: {k: v for k, v in p.items() if k != 'head'}
+  shapes = lambda t: jax.tree_util.tree_map(lambda l: l.shape, t)
+  assert shapes(fused['params']['audio_encoder']) == shapes(drop_head(audio['params']))
+  assert shapes(fused['params']['video_encoder']) == shapes(drop_head(video['params']))
+
+
+def test_width_multiplier_scales_layers():
+  _, variables, _ = _abstract('cnn', {'audio': AUDIO}, width=2.0)
+  convs = conv((12, 16), 3, 32) + conv((8, 12), 32, 48) + conv((5, 7), 48, 64)
+  assert _count(variables['params']) == convs + dense(25 * 37 * 64, 64) + dense(64, 4)
+
+
+def test_time_scan_switch_sets_the_sequence_the_rnn_sees():
+  scanned = _abstract('cnn_rnn', {'audio': AUDIO})[1]['params']
+  flat = _abstract('cnn_rnn', {'audio': AUDIO}, time_scan=False)[1]['params']
+  # The first layer's input kernel: one time step of 25 rows x 32 channels vs the whole flattened map.
+  assert scanned['layers_0']['forward_rnn']['cell']['i']['kernel'].shape == (800, 128)
+  assert flat['layers_0']['forward_rnn']['cell']['i']['kernel'].shape == (29600, 128)
+  model = models.get_model('cnn_rnn', num_classes=4)
+  x = {'audio': jnp.zeros((1, 64, 96, 1))}
+  variables = model.init(RNGS, x, train=False)
+  assert audio_feature_shape(64, 96) == (8, 12)
+  assert model.apply(variables, x, train=False, method='sequence').shape == (1, 12, 8 * 32)
+  flat_model = models.get_model('cnn_rnn', num_classes=4, time_scan=False)
+  assert flat_model.apply(flat_model.init(RNGS, x, train=False), x, train=False, method='sequence').shape == (1, 1, 8 * 12 * 32)
+
+
+def test_scanned_rnn_depends_on_the_order_of_time():
+  model = models.get_model('cnn_rnn', num_classes=4, rnn_hidden=16)
+  x = jax.random.normal(jax.random.key(2), (1, 32, 64, 1))
+  variables = model.init(RNGS, {'audio': x}, train=False)
+  # Swapping the two halves of time keeps every column's content but changes its order.
+  swapped = jnp.concatenate([x[:, :, 32:], x[:, :, :32]], axis=2)
+  out = model.apply(variables, {'audio': x}, train=False)
+  out_swapped = model.apply(variables, {'audio': swapped}, train=False)
+  assert not np.allclose(out, out_swapped, atol=1e-6)
+
+
+def test_dropout_only_in_training():
+  model = models.get_model('cnn', num_classes=4, dropout=0.5)
+  x = {'audio': jax.random.normal(jax.random.key(3), (4, 32, 48, 1))}
+  variables = model.init(RNGS, x, train=False)
+  np.testing.assert_array_equal(model.apply(variables, x, train=False), model.apply(variables, x, train=False))
+  a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(4)})
+  b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(5)})
+  assert not np.allclose(a, b)
+
+
+def test_batchnorm_adds_batch_stats_updated_in_training():
+  model = models.get_model('video3d', num_classes=4, batchnorm=True, width=0.25)
+  x = {'video': jax.random.normal(jax.random.key(6), (2, 9, 48, 64, 3))}
+  variables = model.init(RNGS, x, train=False)
+  assert 'batch_stats' in variables
+  _, updates = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(7)}, mutable=['batch_stats'])
+  changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), variables['batch_stats'],
+                                   updates['batch_stats'])
+  assert all(jax.tree_util.tree_leaves(changed))
+
+
+def test_too_small_inputs_and_unknown_names_are_clear_errors():
+  model = models.get_model('video3d', num_classes=4)
+  with pytest.raises(ValueError, match='too small'):
+    model.init(RNGS, {'video': jnp.zeros((1, 8, 40, 40, 3))}, train=False)
+  with pytest.raises(ValueError, match='Unknown model'):
+    models.get_model('resnet', num_classes=4)
+  with pytest.raises(TypeError, match='takes no'):
+    models.get_model('video3d', num_classes=4, rnn_hidden=3)
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_tiny_models_train_with_finite_gradients(name):
+  kwargs = {'rnn_hidden': 8} if 'rnn_hidden' in models.FIELDS[name] else {}
+  model = models.get_model(name, num_classes=3, width=0.25, **kwargs)
+  x = {'audio': jax.random.normal(jax.random.key(8), (2, 32, 48, 1)),
+       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3))}
+  params = model.init(RNGS, x, train=False)['params']
+
+  @jax.jit
+  def grads(params):
+    def loss(p):
+      logits = model.apply({'params': p}, x, train=True, rngs={'dropout': jax.random.key(10)})
+      return -jax.nn.log_softmax(logits)[:, 0].mean()
+    return jax.value_and_grad(loss)(params)
+
+  value, g = grads(params)
+  assert np.isfinite(float(value))
+  assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+  assert sum(float(jnp.abs(leaf).sum()) > 0 for leaf in jax.tree_util.tree_leaves(g)) == len(jax.tree_util.tree_leaves(g))
