@@ -28,7 +28,7 @@ from absl import app, flags
 
 MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm', 'video3d', 'fusion')
 PAPER_SHAPES = {'audio': (200, 300, 3), 'video': (20, 60, 100, 3)}
-QUICK_SHAPES = {'audio': (24, 32, 3), 'video': (4, 16, 20, 3)}
+QUICK_SHAPES = {'audio': (24, 32, 3), 'video': (10, 46, 50, 3)}
 NUM_CLASSES = 4
 # The paper's convolutions at their real input sizes: (input without batch, kernel, C_out, padding).
 PAPER_LAYERS = {
@@ -85,13 +85,17 @@ def model_inputs_of(name: str) -> tuple[str, ...]:
   return {'video3d': ('video',), 'fusion': ('audio', 'video')}.get(name, ('audio',))
 
 
-def _model_kwargs(quick: bool) -> dict[str, Any]:
+def _recurrent(name: str) -> bool:
+  return name in ('cnn_rnn', 'cnn_lstm', 'fusion')
+
+
+def _model_kwargs(name: str, quick: bool) -> dict[str, Any]:
   kwargs = {}
   if _CONV_IMPL.value:
     kwargs['conv_impl'] = _CONV_IMPL.value
   if _DTYPE.value != 'float32':
     kwargs['dtype'] = _DTYPE.value
-  if quick:
+  if quick and _recurrent(name):
     kwargs['rnn_hidden'] = 8
   return kwargs
 
@@ -110,14 +114,14 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   class _CountCompiles(logging.Handler):
 
     def emit(self, record):
-      if 'Finished XLA compilation' in record.getMessage():
+      if 'Finished XLA compilation of jit(step)' in record.getMessage():
         compiles.append(record.getMessage())
 
   jax.config.update('jax_log_compiles', True)
   logging.getLogger('jax').addHandler(_CountCompiles())
   logging.getLogger('jax').setLevel(logging.DEBUG)
 
-  model = models.get_model(name, num_classes=NUM_CLASSES, **_model_kwargs(quick))
+  model = models.get_model(name, num_classes=NUM_CLASSES, **_model_kwargs(name, quick))
   batch = _numpy_batch(shapes, model_inputs_of(name), batch_size)
   optim = ml_collections.ConfigDict({'learning_rate': 1e-4, 'weight_decay': 0.01, 'max_grad_norm': 0.0})
   state = train.create_state(model, batch, train.make_optimizer(optim), jax.random.key(0))
@@ -132,10 +136,9 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get('flops', 0.0))
   del compiled
 
-  compiles_before = len(compiles)
-  state, metrics = step(state, device_batch, jax.random.fold_in(rng, 0))  # warm-up (jit's own cache)
+  state, metrics = step(state, device_batch, jax.random.fold_in(rng, 0))  # warm-up
   jax.block_until_ready(metrics)
-  compiles_warmup = len(compiles) - compiles_before
+  compiles_before_timing = len(compiles)
   counter = iter(range(1, steps + 1))
 
   def one_step():
@@ -144,7 +147,7 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
     jax.block_until_ready(m)
 
   step_s, times = _median_time(one_step, steps)
-  compiles_timed = len(compiles) - compiles_before - compiles_warmup
+  compiles_timed = len(compiles) - compiles_before_timing
 
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats is not None else {})}
   forward = jax.jit(lambda v, x: model.apply(v, train.model_inputs(x), train=False))
@@ -154,9 +157,9 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   return {
       'framework': 'emojax', 'model': name, 'samples_per_s': batch_size / step_s, 'step_s': step_s,
       'step_times_s': times, 'compile_s': compile_s, 'flops_per_step': flops,
-      'compilations_warmup': compiles_warmup, 'compilations_timed_steps': compiles_timed,
+      'compilations_total': len(compiles), 'compilations_timed_steps': compiles_timed,
       'jit_cache_size': step._cache_size(), 'latency_ms': latency_s * 1e3, 'peak_rss_mb': _peak_rss_mb(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'model_kwargs': _model_kwargs(quick),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''), 'model_kwargs': _model_kwargs(name, quick),
       'threads': os.cpu_count()}
 
 
@@ -168,7 +171,11 @@ def _torch_case(name: str, shapes, batch_size: int, steps: int, quick: bool, cha
 
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
-  kwargs = {'rnn_hidden': 8} if quick else {}
+  kwargs = {'rnn_hidden': 8} if quick and _recurrent(name) else {}
+  if 'audio' in model_inputs_of(name):
+    kwargs['audio_shape'] = shapes['audio']
+  if 'video' in model_inputs_of(name):
+    kwargs['video_shape'] = shapes['video']
   model = torch_reference.get_model(name, num_classes=NUM_CLASSES, **kwargs)
   batch = {k: torch.from_numpy(v) for k, v in _numpy_batch(shapes, model_inputs_of(name), batch_size).items()}
   inputs = torch_reference.model_inputs(batch, channels_last=channels_last)
@@ -306,8 +313,8 @@ def _run_worker(case: str, quick: bool) -> dict[str, Any]:
     if line.startswith('{'):
       return json.loads(line)
   framework, _, model = case.partition(':')
-  return {'framework': framework, 'model': model,
-          'error': (proc.stderr.strip().splitlines() or ['no output'])[-1][:300]}
+  errors = [line for line in proc.stderr.splitlines() if 'Error' in line] or proc.stderr.splitlines() or ['no output']
+  return {'framework': framework, 'model': model, 'error': errors[-1][:300]}
 
 
 def _fmt(value, spec):
@@ -323,7 +330,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
       f"{_fmt(info.get('theoretical_peak_flops') and info['theoretical_peak_flops'] / 1e9, '.0f')} GFLOP/s.",
       '',
       '| model | emojax samples/s | torch | torch channels_last | ratio vs torch | ratio vs channels_last | '
-      'compile s | compilations (warm-up / timed) | GFLOP/step | % of matmul peak | peak RSS MB '
+      'compile s | compilations (total / in timed steps) | GFLOP/step | % of matmul peak | peak RSS MB '
       '(emojax / torch) | batch-1 latency ms (emojax / torch) |',
       '|' + '---|' * 12]
   by = {(r['framework'], r['model']): r for r in results}
@@ -336,7 +343,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"| {name}{' (error: ' + jx['error'] + ')' if 'error' in jx else ''} | {_fmt(jx.get('samples_per_s'), '.1f')} "
         f"| {_fmt(pt.get('samples_per_s'), '.1f')} | {_fmt(cl.get('samples_per_s'), '.1f')} "
         f"| {_fmt(ratio(pt), '.2f')} | {_fmt(ratio(cl), '.2f')} | {_fmt(jx.get('compile_s'), '.1f')} "
-        f"| {jx.get('compilations_warmup', '-')} / {jx.get('compilations_timed_steps', '-')} "
+        f"| {jx.get('compilations_total', '-')} / {jx.get('compilations_timed_steps', '-')} "
         f"| {_fmt(jx.get('flops_per_step') and jx['flops_per_step'] / 1e9, '.0f')} | {_fmt(fraction, '.1f')} "
         f"| {_fmt(jx.get('peak_rss_mb'), '.0f')} / {_fmt(pt.get('peak_rss_mb'), '.0f')} "
         f"| {_fmt(jx.get('latency_ms'), '.1f')} / {_fmt(pt.get('latency_ms'), '.1f')} |")
