@@ -5,7 +5,7 @@ Each dialog gets a 16 kHz wav in which utterance k of the dialog is a tone of
 from it, and a side-by-side 160x60 AVI (mpeg4) at 10 fps: each half is painted
 in the colour of its actor's gender (F red, M blue; the actor whose letter ends
 the session id on the left) and the green channel encodes which utterance is
-being spoken (`_green(k)`, 0 between utterances). All times are multiples of
+being spoken (`green_code(k)`, 0 between utterances). All times are multiples of
 1/16 s, so label times fall on exact samples and print exactly with 4 decimals.
 """
 from __future__ import annotations
