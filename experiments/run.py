@@ -13,7 +13,7 @@ import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emojax import loader, models, train
@@ -41,6 +41,7 @@ def resolve_config_path(argv: list[str]) -> list[str]:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every checkpoint at INFO
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   config = _CONFIG.value

@@ -50,7 +50,7 @@ class Video3D(nn.Module):
     out = video_feature_shape(*x.shape[1:4])
     if min(out) < 1:
       raise ValueError(f'Video input {x.shape[1:4]} (frames, height, width) is too small for the 3D CNN '
-                       f'(it leaves {out}); use at least 9 frames of 44x44.')
+                       f'(it leaves {out}); use at least 9 frames of 45x45.')
     for i, conv in enumerate(self.convs):
       x = conv(x)
       if self.norms:
