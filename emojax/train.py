@@ -41,7 +41,9 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 def data_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device of every process: the batch is split along 'data'."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  # Auto axes: the compiler propagates the batch sharding through every op (GSPMD), so
+  # the model and objectives need no sharding annotations of their own.
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -295,7 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       log.write({'split': 'train', 'step': step + 1, 'epoch': epoch, **m})
       bar.set_postfix(loss=f'{m["loss"]:.3f}')
       position += 1
-      if tc.checkpoint_every_steps and (step + 1) % tc.checkpoint_every_steps == 0:
+      # Mid-epoch checkpoints; the epoch's last batch is saved with the evaluation below.
+      if tc.checkpoint_every_steps and (step + 1) % tc.checkpoint_every_steps == 0 and position < steps_per_epoch:
         ckpts.save_latest(step + 1, state, {'epoch': epoch, 'position': position})
     epoch, position = epoch + 1, 0
     result = evaluate_fn(state)
