@@ -158,6 +158,8 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
       'framework': 'emojax', 'model': name, 'samples_per_s': batch_size / step_s, 'step_s': step_s,
       'step_times_s': times, 'compile_s': compile_s, 'flops_per_step': flops,
       'compilations_total': len(compiles), 'compilations_timed_steps': compiles_timed,
+      # jit's cache holds 2 entries (the AOT-lowered uncommitted state and the committed one after a step)
+      # backed by the one executable: `compilations_total` counts real XLA compilations.
       'jit_cache_size': step._cache_size(), 'latency_ms': latency_s * 1e3, 'peak_rss_mb': _peak_rss_mb(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'model_kwargs': _model_kwargs(name, quick),
       'threads': os.cpu_count()}
@@ -202,7 +204,7 @@ def _torch_case(name: str, shapes, batch_size: int, steps: int, quick: bool, cha
     latency_s, _ = _median_time(lambda: model(one), max(steps, 5))
   return {
       'framework': 'torch_channels_last' if channels_last else 'torch', 'model': name,
-      'samples_per_s': batch_size / step_s, 'step_s': step_s, 'step_times_s': times, 'compile_s': warmup_s,
+      'samples_per_s': batch_size / step_s, 'step_s': step_s, 'step_times_s': times, 'warmup_s': warmup_s,
       'latency_ms': latency_s * 1e3, 'peak_rss_mb': _peak_rss_mb(), 'threads': torch.get_num_threads()}
 
 
@@ -313,8 +315,9 @@ def _run_worker(case: str, quick: bool) -> dict[str, Any]:
     if line.startswith('{'):
       return json.loads(line)
   framework, _, model = case.partition(':')
-  errors = [line for line in proc.stderr.splitlines() if 'Error' in line] or proc.stderr.splitlines() or ['no output']
-  return {'framework': framework, 'model': model, 'error': errors[-1][:300]}
+  errors = [line for line in proc.stderr.splitlines() if 'Error' in line] or ['no traceback']
+  return {'framework': framework, 'model': model,
+          'error': f'exit status {proc.returncode} (-9: killed, e.g. out of memory): {errors[-1][:300]}'}
 
 
 def _fmt(value, spec):

@@ -129,3 +129,18 @@ def test_bad_arguments_are_rejected():
     fastconv.conv_patches(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
   with pytest.raises(ValueError, match='feature groups'):
     fastconv.conv_patches(x, jnp.ones((3, 3, 1, 4)), (1, 1), 'VALID', feature_group_count=2)
+
+
+def test_large_batches_are_chunked_with_the_same_values_and_gradients(monkeypatch):
+  layer = PAPER_LAYERS['audio2']
+  module, x = _pair(layer, 'patches')
+  x = jnp.concatenate([x, -x, 2 * x])  # batch 6
+  params = module.init(jax.random.key(1), x)['params']
+  whole = _loss_and_grads(module, params, x)
+  monkeypatch.setattr(fastconv, 'MAX_IM2COL_BYTES', 20_000)  # forces 3 chunks of 2
+  assert fastconv._num_chunks(6, 50_000) == 3
+  jaxpr = str(jax.make_jaxpr(lambda x: module.apply({'params': params}, x))(x))
+  assert 'checkpoint' in jaxpr or 'remat' in jaxpr
+  chunked = _loss_and_grads(module, params, x)
+  for got, want in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

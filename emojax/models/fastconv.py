@@ -13,7 +13,11 @@ SLOWER than autodiff on every paper layer, so there is none).
 Materialising every offset multiplies the input's size by prod(kernel): 192x
 for the 12x16 audio kernel, gigabytes at batch 64, and memory traffic then
 dominates. So only the trailing kernel axes are folded into the contraction
-(`fold`), and the remaining offsets are one matmul each, summed.
+(`fold`), and the remaining offsets are one matmul each, summed. Autodiff keeps
+each matmul's operand for the backward pass (18 GB for the first audio layer
+at batch 64), so a large batch is cut into chunks run one after another under
+`jax.checkpoint`: only the input is kept and each chunk's im2col is rebuilt in
+the backward pass (1.6 GB).
 
 `Conv(...)` returns an ordinary `nn.Conv` whose convolution primitive is
 swapped: parameter names, shapes, initialisation and checkpoints are exactly
@@ -36,6 +40,8 @@ IMPLS = ('xla', 'patches')
 # Fold trailing kernel axes into the contraction while the im2col tensor stays at most
 # this many times the input: 3x3x3 folds whole (27), 12x16 folds only the 16 (measured best).
 MAX_FOLD_GROWTH = 32
+# Above this many bytes of im2col the batch is processed in checkpointed chunks.
+MAX_IM2COL_BYTES = 256 * 2**20
 
 
 def default_fold(window: Sequence[int]) -> int:
@@ -83,6 +89,12 @@ def conv_patches_padded(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   return y
 
 
+def _num_chunks(batch: int, im2col_bytes: int) -> int:
+  """The fewest batch chunks (a divisor of batch) that keep each chunk's im2col under MAX_IM2COL_BYTES."""
+  needed = max(1, -(-im2col_bytes // MAX_IM2COL_BYTES))
+  return next(n for n in range(min(needed, batch), batch + 1) if batch % n == 0)
+
+
 def conv_patches(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
                  padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
                  rhs_dilation: Sequence[int] | None = None,
@@ -118,7 +130,18 @@ def conv_patches(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] |
     dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
     padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, strides, padding)
   x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
-  return conv_patches_padded(x, rhs, strides, dilation, fold, precision)
+  conv = functools.partial(conv_patches_padded, strides=strides, dilation=dilation, fold=fold, precision=precision)
+  lead = rank - fold
+  out_trailing = [(n - (k - 1) * d - 1) // s + 1
+                  for n, k, d, s in zip(x.shape[1 + lead:-1], window[lead:], dilation[lead:], strides[lead:])]
+  im2col_bytes = (x.shape[0] * math.prod(x.shape[1:1 + lead]) * math.prod(out_trailing)
+                  * math.prod(window[lead:]) * x.shape[-1] * x.dtype.itemsize)
+  chunks = _num_chunks(x.shape[0], im2col_bytes)
+  if chunks == 1:
+    return conv(x, rhs)
+  chunk = jax.checkpoint(lambda xc: conv(xc, rhs))
+  y = lax.map(chunk, x.reshape(chunks, -1, *x.shape[1:]))
+  return y.reshape(-1, *y.shape[2:])
 
 
 def Conv(features: int, kernel_size: int | Sequence[int], padding: Any = 'SAME', *, impl: str = 'xla',
