@@ -49,7 +49,12 @@ class AudioConvStack(nn.Module):
 
 
 class AudioCNN(nn.Module):
-  """`cnn`: conv stack, flatten, FC -> 64 (the embedding) ReLU Dropout, FC -> classes."""
+  """`cnn`: conv stack, flatten, FC -> 64 (the embedding), ReLU Dropout, FC -> classes.
+
+  Every encoder's embedding is its FC 64 output before the ReLU (as the paper's
+  video network ends): a post-ReLU embedding is half zeros and nearly constant
+  across clips at initialisation, which collapsed contrastive pre-training.
+  """
 
   num_classes: int
   width: float = 1.0
@@ -67,8 +72,8 @@ class AudioCNN(nn.Module):
 
   def embed(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
     x = self.convs(inputs['audio'].astype(self.dtype), train=train)
-    return nn.relu(self.fc(x.reshape(x.shape[0], -1)))
+    return self.fc(x.reshape(x.shape[0], -1))
 
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
-    x = self.drop(self.embed(inputs, train=train), deterministic=not train)
+    x = self.drop(nn.relu(self.embed(inputs, train=train)), deterministic=not train)
     return self.head(x).astype(jnp.float32)

@@ -52,5 +52,5 @@ class Fusion(nn.Module):
 
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
     emb = self.embed(inputs, train=train)
-    x = nn.relu(self.fc(jnp.concatenate([emb['audio'], emb['video']], axis=-1)))
+    x = nn.relu(self.fc(nn.relu(jnp.concatenate([emb['audio'], emb['video']], axis=-1))))
     return self.head(self.drop(x, deterministic=not train)).astype(jnp.float32)

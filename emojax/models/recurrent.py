@@ -19,7 +19,7 @@ CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.OptimizedLSTMCell}
 
 
 class AudioRecurrent(nn.Module):
-  """Conv stack -> bidirectional RNN/LSTM layers -> FC 2H->64 ReLU (embedding) -> Dropout -> FC classes.
+  """Conv stack -> bidirectional RNN/LSTM layers -> FC 2H->64 (embedding) -> ReLU Dropout -> FC classes.
 
   The recurrent summary is the last state of each direction (forward after the
   final column, backward after the first), concatenated: 2 x 128 = 256 features,
@@ -68,8 +68,8 @@ class AudioRecurrent(nn.Module):
       x = layer(x)
     hidden = x.shape[-1] // 2
     summary = jnp.concatenate([x[:, -1, :hidden], x[:, 0, hidden:]], axis=-1)
-    return nn.relu(self.fc(summary))
+    return self.fc(summary)
 
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
-    x = self.drop(self.embed(inputs, train=train), deterministic=not train)
+    x = self.drop(nn.relu(self.embed(inputs, train=train)), deterministic=not train)
     return self.head(x).astype(jnp.float32)
