@@ -84,16 +84,28 @@ def mine_pairs(labels: jax.Array, rng: jax.Array, *, hard_fraction: float = 0.75
   return {'partner': jnp.argmax(scores, axis=1), 'hard': hard, 'valid': allowed.any(axis=1)}
 
 
+def prepare_embeddings(emb: jax.Array, *, center: bool, normalize: bool) -> jax.Array:
+  """Optionally removes the batch mean (the part shared by every clip) and scales rows to unit length.
+
+  Centring matters at the start of training: an encoder's output is then mostly
+  a constant offset, and unit-normalising that leaves every distance alike.
+  """
+  if center:
+    emb = emb - emb.mean(axis=0, keepdims=True)
+  if normalize:
+    emb = emb / (jnp.linalg.norm(emb, axis=-1, keepdims=True) + 1e-6)
+  return emb
+
+
 def contrastive_pairs(audio_emb: jax.Array, video_emb: jax.Array, pairs: dict[str, jax.Array], margin: float,
-                      *, normalize: bool = True) -> dict[str, jax.Array]:
+                      *, normalize: bool = True, center: bool = False) -> dict[str, jax.Array]:
   """The contrastive loss over a batch's positive and mined negative pairs, split by pair type.
 
   Returns the total loss and its parts ('positive', 'hard', 'super_hard': the
   mean per-pair loss of each type, 0 when absent) and the mean distances.
   """
-  if normalize:
-    audio_emb = audio_emb / (jnp.linalg.norm(audio_emb, axis=-1, keepdims=True) + 1e-6)
-    video_emb = video_emb / (jnp.linalg.norm(video_emb, axis=-1, keepdims=True) + 1e-6)
+  audio_emb = prepare_embeddings(audio_emb, center=center, normalize=normalize)
+  video_emb = prepare_embeddings(video_emb, center=center, normalize=normalize)
   positive_d = pair_distance(audio_emb, video_emb)
   negative_d = pair_distance(audio_emb, video_emb[pairs['partner']])
   n = positive_d.shape[0]

@@ -142,7 +142,7 @@ def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_ste
   return _step(loss_fn, frozen, frozen_steps)
 
 
-def make_contrastive_step(*, margin: float, normalize: bool, hard_fraction: float) -> Callable:
+def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_fraction: float) -> Callable:
   """The jitted contrastive pre-training step of the audio and video encoders.
 
   Pairs are mined inside the batch by emotion label (see `objectives.mine_pairs`).
@@ -152,7 +152,8 @@ def make_contrastive_step(*, margin: float, normalize: bool, hard_fraction: floa
     mine_rng, dropout_rng = jax.random.split(rng)
     pairs = objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction)
     emb, batch_stats = _apply_train(state, params, model_inputs(batch), dropout_rng, method='embed')
-    parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize)
+    parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize,
+                                         center=center)
     step_metrics = {
         'loss_positive': parts['positive'], 'loss_hard': parts['hard'], 'loss_super_hard': parts['super_hard'],
         'distance_positive': parts['distance_positive'], 'distance_negative': parts['distance_negative'],
@@ -192,16 +193,13 @@ def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes
   return metrics.classification_metrics(confusion)
 
 
-@functools.partial(jax.jit, static_argnames='normalize')
-def embed_step(state: TrainState, batch: dict[str, Any], normalize: bool) -> dict[str, jax.Array]:
+@jax.jit
+def embed_step(state: TrainState, batch: dict[str, Any]) -> dict[str, jax.Array]:
   """Eval-mode audio and video embeddings of a fusion model."""
-  emb = state.apply_fn(_variables(state, state.params), model_inputs(batch), train=False, method='embed')
-  if normalize:
-    emb = {k: v / (jnp.linalg.norm(v, axis=-1, keepdims=True) + 1e-6) for k, v in emb.items()}
-  return emb
+  return state.apply_fn(_variables(state, state.params), model_inputs(batch), train=False, method='embed')
 
 
-def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, normalize: bool,
+def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, normalize: bool, center: bool,
                        mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Audio-to-video retrieval over a whole split: given a clip's audio, rank every clip's video.
 
@@ -210,10 +208,12 @@ def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, n
   audio, video = [], []
   for batch in _eval_batches(data, batch_size, mesh):
     valid = _gather(batch['valid'])
-    emb = embed_step(state, batch, normalize)
+    emb = embed_step(state, batch)
     audio.append(_gather(emb['audio'])[valid])
     video.append(_gather(emb['video'])[valid])
-  audio, video = np.concatenate(audio), np.concatenate(video)
+  # Embeddings prepared as in training, centred on the whole evaluated set.
+  audio, video = (np.asarray(objectives.prepare_embeddings(jnp.asarray(np.concatenate(e)), center=center,
+                                                           normalize=normalize)) for e in (audio, video))
   distance = np.linalg.norm(audio[:, None, :] - video[None, :, :], axis=-1)
   own = np.diag(distance)
   rank = (distance < own[:, None]).sum(axis=1)  # 0 = own video is the nearest
@@ -236,8 +236,10 @@ def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
     return step, lambda state: evaluate(state, data.test, tc.batch_size, len(data.class_names), mesh), 'accuracy'
   if config.objective == 'contrastive':
     cc = config.contrastive
-    step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, hard_fraction=cc.hard_fraction)
-    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, mesh), 'recall_at_1'
+    step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, center=cc.center,
+                                 hard_fraction=cc.hard_fraction)
+    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, cc.center,
+                                                  mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")
 
 

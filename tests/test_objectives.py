@@ -117,3 +117,11 @@ def test_contrastive_gradient_moves_embeddings_the_right_way():
   pos1, neg1 = distances(0.1)
   assert float(pos1.sum()) < float(pos0.sum())
   assert float(neg1.sum()) > float(neg0.sum())
+
+
+def test_centring_removes_the_shared_offset_before_normalising():
+  emb = jnp.array([[10.0, 0.1], [10.0, -0.1]])  # nearly identical rows: a constant offset dominates
+  plain = objectives.prepare_embeddings(emb, center=False, normalize=True)
+  centred = objectives.prepare_embeddings(emb, center=True, normalize=True)
+  assert float(jnp.linalg.norm(plain[0] - plain[1])) < 0.03
+  np.testing.assert_allclose(centred, [[0.0, 1.0], [0.0, -1.0]], atol=1e-5)

@@ -31,6 +31,7 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.contrastive = ml_collections.ConfigDict()
   c.contrastive.margin = 1.0      # hinge margin (embeddings are unit-length when normalize=True)
   c.contrastive.normalize = True
+  c.contrastive.center = True     # subtract each modality's batch mean before normalising
   c.contrastive.hard_fraction = 0.75  # negatives of another emotion; the rest share the emotion
 
   c.corpus = ml_collections.ConfigDict()
