@@ -62,9 +62,7 @@ def main(argv):
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=1))
   summary = train.train_and_evaluate(config, workdir, data=data, model=model)
-  final = summary['final']
-  print(f"\nDone. Held-out accuracy {final['accuracy']:.4f}, unweighted {final['unweighted_accuracy']:.4f} "
-        f"after {final['epoch']} epochs ({final['count']} held-out examples, classes {summary['class_names']}).")
+  print(f"\nDone after {summary['final']['epoch']} epochs: {summary['description']}.")
   print(f'  checkpoints: {summary["checkpoints"]}')
   print(f'  metrics:     {os.path.abspath(os.path.join(workdir, "metrics.jsonl"))}')
   print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')

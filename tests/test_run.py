@@ -40,7 +40,7 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   workdir = tmp_path / 'run'
   result = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Held-out accuracy' in result.stdout
+  assert 'held-out accuracy' in result.stdout
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['final']['epoch'] == 2 and 0 <= summary['final']['accuracy'] <= 1
   for name in ('loss.png', 'accuracy.png', 'confusion.png'):
