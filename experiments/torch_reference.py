@@ -61,7 +61,7 @@ def audio_feature_shape(height: int, width: int) -> tuple[int, int]:
 
 
 class CNN(nn.Module):
-  """Audio CNN: convs, flatten, FC 64 ReLU (the embedding), Dropout, FC classes."""
+  """Audio CNN: convs, flatten, FC 64 (the embedding), ReLU Dropout FC classes."""
 
   def __init__(self, num_classes: int, audio_shape=(200, 300, 3), width: float = 1.0, embed_dim: int = 64,
                dropout: float = 0.2):
@@ -73,14 +73,14 @@ class CNN(nn.Module):
     self.head = nn.Linear(embed_dim, num_classes)
 
   def embed(self, audio: torch.Tensor) -> torch.Tensor:
-    return F.relu(self.fc(_flatten_channels_last(self.convs(audio))))
+    return self.fc(_flatten_channels_last(self.convs(audio)))
 
   def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return self.head(self.drop(self.embed(inputs['audio'])))
+    return self.head(self.drop(F.relu(self.embed(inputs['audio']))))
 
 
 class CNNRecurrent(nn.Module):
-  """Audio convs, a bidirectional RNN/LSTM over the W' time columns, FC 2H->64 ReLU, Dropout, FC classes.
+  """Audio convs, a bidirectional RNN/LSTM over the W' time columns, FC 2H->64 (embedding), ReLU Dropout FC classes.
 
   The recurrent summary is, as in emojax, the forward direction's output at the
   last column and the backward direction's at the first, concatenated.
@@ -117,10 +117,10 @@ class CNNRecurrent(nn.Module):
     outputs, _ = self.rnn(sequence)
     hidden = outputs.shape[-1] // 2
     summary = torch.cat([outputs[:, -1, :hidden], outputs[:, 0, hidden:]], dim=-1)
-    return F.relu(self.fc(summary))
+    return self.fc(summary)
 
   def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return self.head(self.drop(self.embed(inputs['audio'])))
+    return self.head(self.drop(F.relu(self.embed(inputs['audio']))))
 
 
 class Video3D(nn.Module):
@@ -175,7 +175,7 @@ class Fusion(nn.Module):
     self.head = nn.Linear(embed_dim, num_classes)
 
   def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    both = torch.cat([self.audio_encoder.embed(inputs['audio']), self.video_encoder.embed(inputs['video'])], -1)
+    both = F.relu(torch.cat([self.audio_encoder.embed(inputs['audio']), self.video_encoder.embed(inputs['video'])], -1))
     return self.head(self.drop(F.relu(self.fc(both))))
 
 
