@@ -154,7 +154,6 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   compiled = step.lower(state, device_batch, rng).compile()
   compile_s = time.perf_counter() - start
   del compiled
-  flops = _step_flops(name, quick, state, device_batch, rng)
 
   state, metrics = step(state, device_batch, jax.random.fold_in(rng, 0))  # warm-up
   jax.block_until_ready(metrics)
@@ -168,6 +167,8 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
 
   step_s, times = _median_time(one_step, steps)
   compiles_timed = len(compiles) - compiles_before_timing
+  compiles_total = len(compiles)
+  flops = _step_flops(name, quick, state, device_batch, rng)  # compiles once more: after the count
 
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats is not None else {})}
   forward = jax.jit(lambda v, x: model.apply(v, train.model_inputs(x), train=False))
@@ -177,7 +178,7 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   return {
       'framework': 'emojax', 'model': name, 'samples_per_s': batch_size / step_s, 'step_s': step_s,
       'step_times_s': times, 'compile_s': compile_s, 'flops_per_step': flops,
-      'compilations_total': len(compiles), 'compilations_timed_steps': compiles_timed,
+      'compilations_total': compiles_total, 'compilations_timed_steps': compiles_timed,
       # `compilations_*` count XLA compilations of the step (jax_log_compiles); jit's cache may hold one
       # more trace entry (the first state differs from later ones in commitment/weak types) than that.
       'jit_cache_size': step._cache_size(), 'latency_ms': latency_s * 1e3, 'peak_rss_mb': _peak_rss_mb(),
