@@ -44,8 +44,8 @@ VOICE = np.array([
     [0.0, 2.0, -2.0, 0.0, 1.0, 0.0, 0.0],     # neu
 ])
 # Per-utterance spread (standard deviations) and per-speaker quirks of the same keys.
-VOICE_SPREAD = np.array([1.2, 0.8, 1.5, 2.5, 0.08, 0.3, 0.06])
-VOICE_QUIRK = np.array([1.0, 0.6, 1.0, 2.0, 0.06, 0.3, 0.05])
+VOICE_SPREAD = np.array([0.8, 0.6, 1.0, 1.8, 0.06, 0.2, 0.04])
+VOICE_QUIRK = np.array([0.7, 0.5, 0.8, 1.5, 0.05, 0.2, 0.04])
 
 # Face at full intensity, per emotion:
 #   curve: mouth-corner lift (mouth half-widths; smile > 0); brow_tilt: inner brow ends
@@ -59,8 +59,8 @@ FACE = np.array([
     [-0.1, 0.35, -0.5, 0.8, 0.95, 1.2],     # ang
     [0.0, 0.0, 0.0, 1.0, 1.0, 1.0],         # neu
 ])
-FACE_SPREAD = np.array([0.1, 0.1, 0.3, 0.1, 0.06, 0.12])
-FACE_QUIRK = np.array([0.08, 0.08, 0.25, 0.08, 0.05, 0.1])
+FACE_SPREAD = np.array([0.07, 0.07, 0.2, 0.07, 0.05, 0.1])
+FACE_QUIRK = np.array([0.06, 0.06, 0.2, 0.06, 0.04, 0.08])
 
 # Formants (Hz) of five vowels for an adult male vocal tract: /a/ /i/ /u/ /e/ /o/.
 VOWELS = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
@@ -157,9 +157,9 @@ class SyntheticCorpus:
     rng = self._rng(utt, 0)
     duration = self.seconds * rng.uniform(0.5, 1.0)
     # How strongly this utterance shows its emotion, in the voice and in the face apart.
-    intensity = rng.uniform(0.25, 1.0)
-    vocal = np.clip(intensity * speaker['vocal_expressiveness'] * rng.uniform(0.6, 1.4), 0.0, 1.5)
-    facial = np.clip(intensity * speaker['facial_expressiveness'] * rng.uniform(0.6, 1.4), 0.0, 1.5)
+    intensity = rng.uniform(0.4, 1.0)
+    vocal = np.clip(intensity * speaker['vocal_expressiveness'] * rng.uniform(0.7, 1.3), 0.0, 1.5)
+    facial = np.clip(intensity * speaker['facial_expressiveness'] * rng.uniform(0.7, 1.3), 0.0, 1.5)
     neutral = EMOTIONS.index('neu')
     voice = (VOICE[neutral] + vocal * (VOICE[emotion] - VOICE[neutral]) + speaker['voice_quirks'][emotion]
              + VOICE_SPREAD * rng.standard_normal(len(VOICE_KEYS)))
@@ -197,8 +197,8 @@ def _make_speaker(rng: np.random.Generator, index: int, frame_size: tuple[int, i
       tension=rng.normal(0, 0.3),
       breath=rng.uniform(0.0, 0.15),
       noise_db=rng.uniform(-62, -48),  # the room's noise floor
-      vocal_expressiveness=rng.uniform(0.5, 1.2),
-      facial_expressiveness=rng.uniform(0.5, 1.2),
+      vocal_expressiveness=rng.uniform(0.7, 1.2),
+      facial_expressiveness=rng.uniform(0.7, 1.2),
       voice_quirks=VOICE_QUIRK * rng.standard_normal((len(EMOTIONS), len(VOICE_KEYS))),
       face_quirks=FACE_QUIRK * rng.standard_normal((len(EMOTIONS), len(FACE_KEYS))),
       # Face geometry (pixels) and colours.

@@ -1,6 +1,7 @@
 """The paper's spectrogram CNN: three wide-kernel convolutions, then two fully connected layers."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +22,13 @@ def audio_feature_shape(height: int, width: int) -> tuple[int, int]:
   return height, width
 
 
+def minimum_audio_shape() -> tuple[int, int]:
+  """The smallest (height, width) for which the conv stack leaves at least one position."""
+  height = next(n for n in itertools.count(1) if audio_feature_shape(n, 1)[0] >= 1)
+  width = next(n for n in itertools.count(1) if audio_feature_shape(1, n)[1] >= 1)
+  return height, width
+
+
 def scaled(features: int, width: float) -> int:
   return max(1, int(round(features * width)))
 
@@ -37,8 +45,8 @@ class AudioConvStack(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     rows, cols = audio_feature_shape(*x.shape[1:3])
     if rows < 1 or cols < 1:
-      raise ValueError(f'Audio input {x.shape[1:3]} is too small for the conv stack (it leaves {rows}x{cols}); '
-                       'use at least 16x16.')
+      raise ValueError(f'Audio input (height, width) {x.shape[1:3]} is too small for the conv stack (it leaves '
+                       f'{rows}x{cols}); the minimum is {minimum_audio_shape()}.')
     for channels, kernel, pad in AUDIO_CONVS:
       x = fastconv.Conv(scaled(channels, self.width), kernel, ((pad[0], pad[0]), (pad[1], pad[1])),
                         impl=self.conv_impl, dtype=self.dtype)(x)

@@ -23,7 +23,11 @@ class AudioRecurrent(nn.Module):
 
   The recurrent summary is the last state of each direction (forward after the
   final column, backward after the first), concatenated: 2 x 128 = 256 features,
-  the FC 256->64 of the paper. `nn.RNN` scans the cell with `nn.scan`.
+  the FC 256->64 of the paper. Each of these states has read the whole clip (a
+  mean over steps would mix in early forward states that have seen little); it is
+  the last layer's h_n in PyTorch, as the torch reference takes it; and for the length-one sequence
+  of `time_scan=False` it is exactly the authors' single output step. `nn.RNN`
+  scans the cell with `nn.scan`.
   """
 
   num_classes: int

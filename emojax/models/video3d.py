@@ -1,6 +1,7 @@
 """`video3d`: the paper's 3D CNN over face frames (T, H, W, 3)."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,14 @@ def video_feature_shape(frames: int, height: int, width: int) -> tuple[int, int,
     if i < 3:
       shape = [(s - w) // st + 1 if s >= w else 0 for s, w, st in zip(shape, POOL_WINDOW, POOL_STRIDES)]
   return tuple(shape)
+
+
+def minimum_video_shape() -> tuple[int, int, int]:
+  """The smallest (frames, height, width) for which the 3D CNN leaves at least one position."""
+  def fits(axis: int, size: int) -> bool:  # the other axes are large enough not to matter
+    shape = [size if a == axis else 64 for a in range(3)]
+    return video_feature_shape(*shape)[axis] >= 1
+  return tuple(next(n for n in itertools.count(1) if fits(axis, n)) for axis in range(3))
 
 
 class Video3D(nn.Module):
@@ -49,8 +58,8 @@ class Video3D(nn.Module):
     x = inputs['video'].astype(self.dtype)
     out = video_feature_shape(*x.shape[1:4])
     if min(out) < 1:
-      raise ValueError(f'Video input {x.shape[1:4]} (frames, height, width) is too small for the 3D CNN '
-                       f'(it leaves {out}); use at least 9 frames of 45x45.')
+      raise ValueError(f'Video input (frames, height, width) {x.shape[1:4]} is too small for the 3D CNN '
+                       f'(it leaves {out}); the minimum is {minimum_video_shape()}.')
     for i, conv in enumerate(self.convs):
       x = conv(x)
       if self.norms:
