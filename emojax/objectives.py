@@ -97,29 +97,64 @@ def prepare_embeddings(emb: jax.Array, *, center: bool, normalize: bool) -> jax.
   return emb
 
 
+def all_pairs(labels: jax.Array, *, hard_fraction: float = 0.75) -> dict[str, jax.Array]:
+  """Every other clip of the batch as a negative partner, weighted so each type keeps its share.
+
+  For each clip's audio, the videos of all clips of a different emotion (hard
+  negatives) share the weight `hard_fraction` and those of the other clips of the
+  same emotion (super-hard) share the rest. This is `mine_pairs` in expectation -
+  the same objective - with every pair of the batch in it instead of one drawn at
+  random, so the gradient is far less noisy. A type the batch lacks weighs 0.
+
+  Returns:
+    weight: (B, B) weight of the negative pair (audio i, video j); 0 on the diagonal.
+    hard: (B, B) bool, True where the pair is a hard one (different emotions).
+  """
+  n = labels.shape[0]
+  same_label = labels[:, None] == labels[None, :]
+  other_clip = ~jnp.eye(n, dtype=bool)
+  hard, super_hard = other_clip & ~same_label, other_clip & same_label
+  per_row = lambda mask, share: jnp.where(mask, share / jnp.maximum(mask.sum(1, keepdims=True), 1), 0.0)
+  return {'weight': per_row(hard, hard_fraction) + per_row(super_hard, 1.0 - hard_fraction), 'hard': hard}
+
+
+def pair_matrix(pairs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """`mine_pairs`' one partner per clip as the (B, B) weight and hard-pair matrices of `all_pairs`."""
+  chosen = jax.nn.one_hot(pairs['partner'], pairs['partner'].shape[0]) * pairs['valid'][:, None]
+  return {'weight': chosen, 'hard': pairs['hard'][:, None] & (chosen > 0)}
+
+
+def _weighted_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
+  """sum(w x) / sum(w), and 0 where the weights sum to 0 (a pair type the batch lacks)."""
+  total = jnp.sum(weight)
+  return jnp.where(total > 0, jnp.sum(weight * x) / jnp.where(total > 0, total, 1.0), 0.0)
+
+
 def contrastive_pairs(audio_emb: jax.Array, video_emb: jax.Array, pairs: dict[str, jax.Array], margin: float,
                       *, normalize: bool = True, center: bool = False) -> dict[str, jax.Array]:
-  """The contrastive loss over a batch's positive and mined negative pairs, split by pair type.
+  """The contrastive loss over a batch's positive pairs and weighted negative pairs, split by pair type.
 
-  Returns the total loss and its parts ('positive', 'hard', 'super_hard': the
-  mean per-pair loss of each type, 0 when absent) and the mean distances.
+  `pairs` is `all_pairs`' weight matrix or `mine_pairs`' partners. The loss is
+  the paper's mean over pairs, each positive pair (audio and video of one clip)
+  weighing 1 and each negative (audio i, video j) its weight. Returns the total
+  loss and its parts ('positive', 'hard', 'super_hard': the mean per-pair loss
+  of each type, 0 when absent) and the mean distances.
   """
+  if 'partner' in pairs:
+    pairs = pair_matrix(pairs)
   audio_emb = prepare_embeddings(audio_emb, center=center, normalize=normalize)
   video_emb = prepare_embeddings(video_emb, center=center, normalize=normalize)
-  positive_d = pair_distance(audio_emb, video_emb)
-  negative_d = pair_distance(audio_emb, video_emb[pairs['partner']])
+  distance = pair_distance(audio_emb[:, None, :], video_emb[None, :, :])  # (B, B): audio i, video j
+  positive_d = jnp.diagonal(distance)
   n = positive_d.shape[0]
-  distance = jnp.concatenate([positive_d, negative_d])
-  same_clip = jnp.concatenate([jnp.ones(n), jnp.zeros(n)])
-  weight = jnp.concatenate([jnp.ones(n), pairs['valid'].astype(jnp.float32)])
-  hard_w = (pairs['valid'] & pairs['hard']).astype(jnp.float32)
-  super_w = (pairs['valid'] & ~pairs['hard']).astype(jnp.float32)
-  zeros = jnp.zeros(n)
+  weight, hard = pairs['weight'], pairs['hard']
+  positive_loss = jnp.square(positive_d)
+  negative_loss = jnp.square(jnp.maximum(margin - distance, 0.0))
   return {
-      'loss': contrastive(distance, same_clip, margin, weight),
-      'positive': contrastive(positive_d, jnp.ones(n), margin),
-      'hard': contrastive(negative_d, zeros, margin, hard_w),
-      'super_hard': contrastive(negative_d, zeros, margin, super_w),
+      'loss': (jnp.sum(positive_loss) + jnp.sum(weight * negative_loss)) / (n + jnp.sum(weight)),
+      'positive': positive_loss.mean(),
+      'hard': _weighted_mean(negative_loss, weight * hard),
+      'super_hard': _weighted_mean(negative_loss, weight * ~hard),
       'distance_positive': positive_d.mean(),
-      'distance_negative': jnp.sum(negative_d * weight[n:]) / jnp.maximum(weight[n:].sum(), 1.0),
+      'distance_negative': _weighted_mean(distance, weight),
   }

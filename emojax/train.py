@@ -142,23 +142,31 @@ def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_ste
   return _step(loss_fn, frozen, frozen_steps)
 
 
-def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_fraction: float) -> Callable:
+def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_fraction: float,
+                          negatives: str = 'mined') -> Callable:
   """The jitted contrastive pre-training step of the audio and video encoders.
 
-  Pairs are mined inside the batch by emotion label (see `objectives.mine_pairs`).
+  Negative pairs come from the batch by emotion label: one partner per clip drawn
+  at random, as in the authors' code (`negatives='mined'`, see `objectives.mine_pairs`),
+  or every other clip, weighted (`'all'`, see `objectives.all_pairs`).
   """
+  if negatives not in ('all', 'mined'):
+    raise ValueError(f"Unknown contrastive.negatives {negatives!r}; expected 'all' or 'mined'.")
 
   def loss_fn(state, params, batch, rng):
     mine_rng, dropout_rng = jax.random.split(rng)
-    pairs = objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction)
+    if negatives == 'all':
+      pairs = objectives.all_pairs(batch['label'], hard_fraction=hard_fraction)
+    else:
+      pairs = objectives.pair_matrix(objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction))
     emb, batch_stats = _apply_train(state, params, model_inputs(batch), dropout_rng, method='embed')
     parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize,
                                          center=center)
+    used = pairs['weight'] > 0
     step_metrics = {
         'loss_positive': parts['positive'], 'loss_hard': parts['hard'], 'loss_super_hard': parts['super_hard'],
         'distance_positive': parts['distance_positive'], 'distance_negative': parts['distance_negative'],
-        'pairs_hard': jnp.sum(pairs['valid'] & pairs['hard']),
-        'pairs_super_hard': jnp.sum(pairs['valid'] & ~pairs['hard'])}
+        'pairs_hard': jnp.sum(used & pairs['hard']), 'pairs_super_hard': jnp.sum(used & ~pairs['hard'])}
     return parts['loss'], (step_metrics, batch_stats)
 
   return _step(loss_fn)
@@ -237,7 +245,7 @@ def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
   if config.objective == 'contrastive':
     cc = config.contrastive
     step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, center=cc.center,
-                                 hard_fraction=cc.hard_fraction)
+                                 hard_fraction=cc.hard_fraction, negatives=cc.negatives)
     return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, cc.center,
                                                   mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")

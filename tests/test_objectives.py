@@ -125,3 +125,57 @@ def test_centring_removes_the_shared_offset_before_normalising():
   centred = objectives.prepare_embeddings(emb, center=True, normalize=True)
   assert float(jnp.linalg.norm(plain[0] - plain[1])) < 0.03
   np.testing.assert_allclose(centred, [[0.0, 1.0], [0.0, -1.0]], atol=1e-5)
+
+
+def test_all_pairs_weights_share_each_type_by_label():
+  labels = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+  pairs = objectives.all_pairs(labels, hard_fraction=0.75)
+  weight, hard = np.asarray(pairs['weight']), np.asarray(pairs['hard'])
+  lab = np.asarray(labels)
+  assert np.all(np.diag(weight) == 0)
+  np.testing.assert_array_equal(hard, lab[:, None] != lab[None, :])
+  np.testing.assert_allclose((weight * hard).sum(1), 0.75)  # six hard partners, 0.125 each
+  np.testing.assert_allclose((weight * ~hard).sum(1), 0.25)  # the one same-emotion partner
+  np.testing.assert_allclose(weight[0, 1], 0.25)
+  np.testing.assert_allclose(weight[0, 2:], 0.125)
+
+
+def test_all_pairs_hand_computed():
+  audio = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+  video = jnp.array([[0.0, 0.5], [1.0, 0.0], [0.0, 1.0]])
+  pairs = objectives.all_pairs(jnp.array([0, 0, 1]), hard_fraction=0.5)
+  parts = objectives.contrastive_pairs(audio, video, pairs, margin=2.0, normalize=False)
+  hinge = lambda d: max(2.0 - d, 0.0) ** 2
+  # Clip 0: super-hard partner 1 (d(a0, v1) = 1), hard partner 2 (d(a0, v2) = 1), half the weight each.
+  # Clip 1: super-hard 0 (d(a1, v0) = sqrt(1.25)), hard 2 (sqrt 2). Clip 2: hard 0 and 1 (0.5 and sqrt 2),
+  # a quarter each; no super-hard partner.
+  negatives = [(0.5, hinge(1.0)), (0.5, hinge(1.0)), (0.5, hinge(math.sqrt(1.25))), (0.5, hinge(math.sqrt(2))),
+               (0.25, hinge(0.5)), (0.25, hinge(math.sqrt(2)))]
+  positives = [0.25, 0.0, 0.0]
+  total_weight = sum(w for w, _ in negatives)
+  expected = (sum(positives) + sum(w * l for w, l in negatives)) / (3 + total_weight)
+  assert float(parts['loss']) == pytest.approx(expected, rel=1e-5)
+  hard = [negatives[i] for i in (1, 3, 4, 5)]
+  assert float(parts['hard']) == pytest.approx(sum(w * l for w, l in hard) / sum(w for w, _ in hard), rel=1e-5)
+  assert float(parts['super_hard']) == pytest.approx((hinge(1.0) + hinge(math.sqrt(1.25))) / 2, rel=1e-5)
+
+
+def test_all_pairs_is_the_expectation_of_one_mined_partner_per_clip():
+  labels = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+  audio = jax.random.normal(jax.random.key(4), (8, 5))
+  video = jax.random.normal(jax.random.key(5), (8, 5))
+  everything = objectives.contrastive_pairs(audio, video, objectives.all_pairs(labels), 1.5)['loss']
+  mined = jax.vmap(lambda k: objectives.contrastive_pairs(
+      audio, video, objectives.mine_pairs(labels, k), 1.5)['loss'])(jax.random.split(jax.random.key(6), 4000))
+  assert float(mined.mean()) == pytest.approx(float(everything), abs=3 * float(mined.std()) / math.sqrt(4000))
+  assert float(mined.std()) > 0  # one drawn partner per clip is a noisy estimate of the same loss
+
+
+def test_all_pairs_on_a_single_emotion_batch_has_no_hard_part_and_stays_finite():
+  pairs = objectives.all_pairs(jnp.zeros(5, jnp.int32), hard_fraction=0.75)
+  assert not np.asarray(pairs['hard']).any()
+  np.testing.assert_allclose(np.asarray(pairs['weight']).sum(1), 0.25)
+  emb = jax.random.normal(jax.random.key(7), (2, 5, 4))
+  parts = objectives.contrastive_pairs(emb[0], emb[1], pairs, 1.0)
+  assert all(np.isfinite(float(v)) for v in parts.values())
+  assert float(parts['hard']) == 0.0

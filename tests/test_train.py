@@ -91,3 +91,46 @@ def test_checkpoint_round_trip_and_resolution(tmp_path):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No checkpoint'):
     checkpoints.find_step_dir(str(tmp_path))
+
+
+class _TinyPair(nn.Module):
+  """Two linear encoders with the `embed` method a contrastive step calls."""
+
+  def setup(self):
+    self.audio_encoder = nn.Dense(4)
+    self.video_encoder = nn.Dense(4)
+
+  def embed(self, inputs, *, train: bool):
+    del train
+    flat = lambda x: x.reshape(x.shape[0], -1)
+    return {'audio': self.audio_encoder(flat(inputs['audio'])), 'video': self.video_encoder(flat(inputs['video']))}
+
+  def __call__(self, inputs, *, train: bool):
+    emb = self.embed(inputs, train=train)
+    return jnp.concatenate([emb['audio'], emb['video']], -1)
+
+
+@pytest.mark.parametrize('negatives', ['mined', 'all'])
+def test_contrastive_step_pulls_each_clip_s_audio_and_video_together(negatives):
+  rng = np.random.default_rng(0)
+  signal = rng.normal(size=(8, 5)).astype(np.float32)  # what a clip's audio and video share
+  batch = {'audio': signal[:, :, None, None] + 0.1 * rng.normal(size=(8, 5, 1, 1)).astype(np.float32),
+           'video': np.stack([signal, -signal], -1)[:, None, :, :, None].astype(np.float32),
+           'label': np.array([0, 0, 1, 1, 2, 2, 3, 3])}
+  state = train.create_state(_TinyPair(), batch, train.make_optimizer(_optim()), jax.random.key(0))
+  step = train.make_contrastive_step(margin=1.5, normalize=True, center=True, hard_fraction=0.75,
+                                     negatives=negatives)
+  first = None
+  for i in range(60):
+    state, m = step(state, batch, jax.random.key(i))
+    first = first or m
+  assert float(m['loss']) < float(first['loss'])
+  assert float(m['distance_positive']) < float(first['distance_positive'])
+  assert float(m['distance_negative']) > float(m['distance_positive'])
+  expected_pairs = (6, 2) if negatives == 'mined' else (8 * 6, 8 * 1)
+  assert (int(m['pairs_hard']), int(m['pairs_super_hard'])) == expected_pairs
+
+
+def test_contrastive_step_rejects_an_unknown_negative_scheme():
+  with pytest.raises(ValueError, match="expected 'all' or 'mined'"):
+    train.make_contrastive_step(margin=1.0, normalize=True, center=True, hard_fraction=0.75, negatives='every')
