@@ -70,7 +70,8 @@ _OUT = flags.DEFINE_string('out', 'benchmarks', 'Folder for benchmark.json and b
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny shapes and batch: checks the harness, times nothing useful.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (skipped when torch is absent).')
 _LAYERS = flags.DEFINE_bool('layers', False, 'Time each paper conv layer (forward + backward) instead.')
-_CONV_IMPL = flags.DEFINE_string('conv_impl', '', "Passed to get_model as conv_impl ('xla' or 'patches').")
+# The run configs' default (experiments/configs/common.py); the model classes default to 'xla'.
+_CONV_IMPL = flags.DEFINE_string('conv_impl', 'patches', "Passed to get_model as conv_impl ('xla' or 'patches').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '', 'XLA_FLAGS for the JAX children.')
