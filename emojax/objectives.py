@@ -32,6 +32,12 @@ def pair_distance(audio_emb: jax.Array, video_emb: jax.Array) -> jax.Array:
   return jnp.sqrt(squared + 1e-12)
 
 
+def contrastive_per_pair(distance: jax.Array, same_clip: jax.Array, margin: float) -> jax.Array:
+  """y d^2 + (1 - y) max(margin - d, 0)^2 for each pair (any shape)."""
+  y = same_clip.astype(distance.dtype)
+  return y * jnp.square(distance) + (1 - y) * jnp.square(jnp.maximum(margin - distance, 0.0))
+
+
 def contrastive(distance: jax.Array, same_clip: jax.Array, margin: float,
                 weight: jax.Array | None = None) -> jax.Array:
   """Margin contrastive loss  mean[y d^2 + (1 - y) max(margin - d, 0)^2].
@@ -40,14 +46,13 @@ def contrastive(distance: jax.Array, same_clip: jax.Array, margin: float,
   min=0, which pulls negatives together; this does not.
 
   Args:
-    distance: (N,) pair distances d_n.
-    same_clip: (N,) 1 for positive pairs (audio and video of the same clip), 0 else.
+    distance: pair distances d_n, (N,) or any shape.
+    same_clip: 1 for positive pairs (audio and video of the same clip), 0 else; distance's shape.
     margin: the hinge margin eta.
-    weight: optional (N,) mask/weights; pairs of weight 0 do not count, and the
+    weight: optional mask/weights of distance's shape; pairs of weight 0 do not count, and the
       mean is over the total weight (so a batch that lacks a pair type stays finite).
   """
-  y = same_clip.astype(distance.dtype)
-  per_pair = y * jnp.square(distance) + (1 - y) * jnp.square(jnp.maximum(margin - distance, 0.0))
+  per_pair = contrastive_per_pair(distance, same_clip, margin)
   if weight is None:
     return per_pair.mean()
   weight = weight.astype(distance.dtype)
@@ -146,15 +151,14 @@ def contrastive_pairs(audio_emb: jax.Array, video_emb: jax.Array, pairs: dict[st
   video_emb = prepare_embeddings(video_emb, center=center, normalize=normalize)
   distance = pair_distance(audio_emb[:, None, :], video_emb[None, :, :])  # (B, B): audio i, video j
   positive_d = jnp.diagonal(distance)
-  n = positive_d.shape[0]
+  same_clip = jnp.eye(positive_d.shape[0])
   weight, hard = pairs['weight'], pairs['hard']
-  positive_loss = jnp.square(positive_d)
-  negative_loss = jnp.square(jnp.maximum(margin - distance, 0.0))
+  per_pair = contrastive_per_pair(distance, same_clip, margin)
   return {
-      'loss': (jnp.sum(positive_loss) + jnp.sum(weight * negative_loss)) / (n + jnp.sum(weight)),
-      'positive': positive_loss.mean(),
-      'hard': _weighted_mean(negative_loss, weight * hard),
-      'super_hard': _weighted_mean(negative_loss, weight * ~hard),
+      'loss': contrastive(distance, same_clip, margin, same_clip + weight),
+      'positive': jnp.diagonal(per_pair).mean(),
+      'hard': _weighted_mean(per_pair, weight * hard),
+      'super_hard': _weighted_mean(per_pair, weight * ~hard),
       'distance_positive': positive_d.mean(),
       'distance_negative': _weighted_mean(distance, weight),
   }
