@@ -22,14 +22,20 @@ ARRAY_KEYS = ('audio', 'video', 'label')
 
 
 class _Lookup:
-  """Maps a record index to the arrays of that record (picklable for Grain workers)."""
+  """Maps a record index to the arrays of that record, and its speaker's number when `speakers`
+  numbers them (contrastive mining can then tell speakers apart). Picklable for Grain workers."""
 
-  def __init__(self, source: Any):
+  def __init__(self, source: Any, speakers: dict[str, int] | None = None):
     self.source = source
+    self.speakers = speakers
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[int(index)]
-    return {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
+    arrays = {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
+    if self.speakers is not None:
+      speaker = record['speaker']
+      arrays['speaker'] = np.int32(self.speakers[speaker.decode() if isinstance(speaker, bytes) else str(speaker)])
+    return arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Split:
   # Multi-host: this process reads every shard_count-th example of each global batch.
   shard_index: int = 0
   shard_count: int = 1
+  speakers: dict[str, int] | None = None  # speaker name -> number, added to each example when set
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -107,7 +114,7 @@ class Split:
     if batch_size % self.shard_count:
       raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
     full = len(dataset) // batch_size * batch_size  # whole global batches only
-    dataset = dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source))
+    dataset = dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source, self.speakers))
     if augment_seed is not None and self.augment.active:
       # Per-element random streams derive from (seed, position): a resumed epoch augments identically.
       dataset = dataset.random_map(self.augment, seed=augment_seed)
@@ -133,7 +140,7 @@ class Split:
 
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes (for initialising parameters)."""
-    record = _Lookup(self.source)(self.indices[0])
+    record = _Lookup(self.source, self.speakers)(self.indices[0])
     return {k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}
 
 
@@ -171,6 +178,8 @@ def load_data(config, workdir: str | None = None) -> Data:
   if workdir:
     splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
   shard = {'num_workers': dc.num_workers, 'shard_index': jax.process_index(), 'shard_count': jax.process_count()}
+  if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
+    shard['speakers'] = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
   return Data(class_names=built.class_names, train=Split(built.source, train_indices, augment=augment, **shard),
               test=Split(built.source, split['test'], **shard))

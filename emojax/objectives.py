@@ -59,7 +59,21 @@ def contrastive(distance: jax.Array, same_clip: jax.Array, margin: float,
   return jnp.sum(weight * per_pair) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
-def mine_pairs(labels: jax.Array, rng: jax.Array, *, hard_fraction: float = 0.75) -> dict[str, jax.Array]:
+def _negative_masks(labels: jax.Array, speakers: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """(hard, super_hard) (B, B) masks: other clips of another emotion; other clips of the same
+  emotion, and of the same speaker too when `speakers` is given (then a voice-to-face identity
+  match cannot tell the pair apart: only the clip's own synchrony can)."""
+  n = labels.shape[0]
+  same_label = labels[:, None] == labels[None, :]
+  other_clip = ~jnp.eye(n, dtype=bool)
+  super_hard = other_clip & same_label
+  if speakers is not None:
+    super_hard &= speakers[:, None] == speakers[None, :]
+  return other_clip & ~same_label, super_hard
+
+
+def mine_pairs(labels: jax.Array, rng: jax.Array, *, hard_fraction: float = 0.75,
+               speakers: jax.Array | None = None) -> dict[str, jax.Array]:
   """Chooses, for every clip of a batch, one negative partner by emotion label.
 
   Each clip i gives a positive pair (its own audio and video) and a negative
@@ -81,9 +95,8 @@ def mine_pairs(labels: jax.Array, rng: jax.Array, *, hard_fraction: float = 0.75
   order_rng, pick_rng = jax.random.split(rng)
   num_hard = int(round(hard_fraction * n))
   hard = jax.random.permutation(order_rng, jnp.arange(n) < num_hard)
-  same_label = labels[:, None] == labels[None, :]
-  other_clip = ~jnp.eye(n, dtype=bool)
-  allowed = other_clip & jnp.where(hard[:, None], ~same_label, same_label)
+  hard_mask, super_hard_mask = _negative_masks(labels, speakers)
+  allowed = jnp.where(hard[:, None], hard_mask, super_hard_mask)
   # Uniform choice among allowed partners: the largest random score among them.
   scores = jnp.where(allowed, jax.random.uniform(pick_rng, (n, n)), -1.0)
   return {'partner': jnp.argmax(scores, axis=1), 'hard': hard, 'valid': allowed.any(axis=1)}
@@ -102,7 +115,8 @@ def prepare_embeddings(emb: jax.Array, *, center: bool, normalize: bool) -> jax.
   return emb
 
 
-def all_pairs(labels: jax.Array, *, hard_fraction: float = 0.75) -> dict[str, jax.Array]:
+def all_pairs(labels: jax.Array, *, hard_fraction: float = 0.75,
+              speakers: jax.Array | None = None) -> dict[str, jax.Array]:
   """Every other clip of the batch as a negative partner, weighted so each type keeps its share.
 
   For each clip's audio, the videos of all clips of a different emotion (hard
@@ -115,10 +129,7 @@ def all_pairs(labels: jax.Array, *, hard_fraction: float = 0.75) -> dict[str, ja
     weight: (B, B) weight of the negative pair (audio i, video j); 0 on the diagonal.
     hard: (B, B) bool, True where the pair is a hard one (different emotions).
   """
-  n = labels.shape[0]
-  same_label = labels[:, None] == labels[None, :]
-  other_clip = ~jnp.eye(n, dtype=bool)
-  hard, super_hard = other_clip & ~same_label, other_clip & same_label
+  hard, super_hard = _negative_masks(labels, speakers)
   per_row = lambda mask, share: jnp.where(mask, share / jnp.maximum(mask.sum(1, keepdims=True), 1), 0.0)
   return {'weight': per_row(hard, hard_fraction) + per_row(super_hard, 1.0 - hard_fraction), 'hard': hard}
 

@@ -143,7 +143,7 @@ def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_ste
 
 
 def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_fraction: float,
-                          negatives: str = 'mined') -> Callable:
+                          negatives: str = 'mined', same_speaker: bool = False) -> Callable:
   """The jitted contrastive pre-training step of the audio and video encoders.
 
   Negative pairs come from the batch by emotion label: one partner per clip drawn
@@ -155,10 +155,12 @@ def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_
 
   def loss_fn(state, params, batch, rng):
     mine_rng, dropout_rng = jax.random.split(rng)
+    speakers = batch['speaker'] if same_speaker else None
     if negatives == 'all':
-      pairs = objectives.all_pairs(batch['label'], hard_fraction=hard_fraction)
+      pairs = objectives.all_pairs(batch['label'], hard_fraction=hard_fraction, speakers=speakers)
     else:
-      pairs = objectives.pair_matrix(objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction))
+      pairs = objectives.pair_matrix(objectives.mine_pairs(batch['label'], mine_rng, hard_fraction=hard_fraction,
+                                                           speakers=speakers))
     emb, batch_stats = _apply_train(state, params, model_inputs(batch), dropout_rng, method='embed')
     parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize,
                                          center=center)
@@ -245,7 +247,8 @@ def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
   if config.objective == 'contrastive':
     cc = config.contrastive
     step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, center=cc.center,
-                                 hard_fraction=cc.hard_fraction, negatives=cc.negatives)
+                                 hard_fraction=cc.hard_fraction, negatives=cc.negatives,
+                                 same_speaker=cc.super_hard_same_speaker)
     return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, cc.center,
                                                   mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")

@@ -71,3 +71,13 @@ def test_top_crop_moves_content_down_never_flips_time():
   # Rows below the crop are stretched over the full height: row r moves to (r - crop) * H / (H - crop).
   assert abs(int(np.argmax(out[:, 15, 0])) - (20 - crop) * 50 / (50 - crop)) <= 1
   assert np.argmax(out[25, :, 0]) == 0  # time stays left to right
+
+
+def test_speaker_numbers_join_the_batches_when_asked():
+  source = [{**r, 'speaker': f'spk{i % 3}'.encode()} for i, r in enumerate(_source(12))]
+  split = loader.Split(source, list(range(12)), speakers={'spk0': 0, 'spk1': 1, 'spk2': 2})
+  assert all(b['speaker'].dtype == np.int32 for b in split.train_batches(4, seed=0, epoch=0))
+  batches = list(split.eval_batches(4))
+  speakers = np.concatenate([b['speaker'] for b, _ in batches])
+  np.testing.assert_array_equal(speakers, np.arange(12) % 3)
+  assert 'speaker' not in next(iter(loader.Split(source, list(range(12))).train_batches(4, seed=0, epoch=0)))

@@ -179,3 +179,21 @@ def test_all_pairs_on_a_single_emotion_batch_has_no_hard_part_and_stays_finite()
   parts = objectives.contrastive_pairs(emb[0], emb[1], pairs, 1.0)
   assert all(np.isfinite(float(v)) for v in parts.values())
   assert float(parts['hard']) == 0.0
+
+
+def test_super_hard_negatives_can_be_held_to_the_same_speaker():
+  labels = jnp.array([0, 0, 0, 1, 1, 1])
+  speakers = jnp.array([0, 0, 1, 0, 1, 1])
+  pairs = objectives.all_pairs(labels, hard_fraction=0.5, speakers=speakers)
+  weight, hard = np.asarray(pairs['weight']), np.asarray(pairs['hard'])
+  super_hard = (weight > 0) & ~hard
+  # Same emotion AND same speaker: clips 0-1 and 4-5 only; clips 2 and 3 have none.
+  assert {tuple(p) for p in np.argwhere(super_hard)} == {(0, 1), (1, 0), (4, 5), (5, 4)}
+  np.testing.assert_array_equal(hard, np.asarray(labels)[:, None] != np.asarray(labels)[None, :])
+  for key in range(20):
+    mined = objectives.mine_pairs(labels, jax.random.key(key), hard_fraction=0.5, speakers=speakers)
+    partner, is_hard, valid = (np.asarray(mined[k]) for k in ('partner', 'hard', 'valid'))
+    chosen = ~is_hard & valid
+    assert (np.asarray(speakers)[partner][chosen] == np.asarray(speakers)[chosen]).all()
+    assert (np.asarray(labels)[partner][chosen] == np.asarray(labels)[chosen]).all()
+    assert not valid[np.isin(np.arange(6), [2, 3]) & ~is_hard].any()  # no same-speaker partner: masked

@@ -36,6 +36,7 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.contrastive.normalize = True
   c.contrastive.center = True     # subtract each modality's batch mean before normalising
   c.contrastive.hard_fraction = 0.75  # weight of negatives of another emotion; the rest share the emotion
+  c.contrastive.super_hard_same_speaker = False  # super-hard negatives share the speaker too
   c.contrastive.negatives = 'mined'  # mined: one partner drawn per clip (the authors'); all: every other
                                      # clip of the batch, weighted: the same loss in expectation, less noise
 
