@@ -178,8 +178,10 @@ def load_data(config, workdir: str | None = None) -> Data:
   if workdir:
     splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
   shard = {'num_workers': dc.num_workers, 'shard_index': jax.process_index(), 'shard_count': jax.process_count()}
+  speakers = None  # numbered only where contrastive mining needs them
   if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
-    shard['speakers'] = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
+    speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
-  return Data(class_names=built.class_names, train=Split(built.source, train_indices, augment=augment, **shard),
-              test=Split(built.source, split['test'], **shard))
+  return Data(class_names=built.class_names,
+              train=Split(built.source, train_indices, augment=augment, speakers=speakers, **shard),
+              test=Split(built.source, split['test'], speakers=speakers, **shard))
