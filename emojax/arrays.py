@@ -126,6 +126,14 @@ def mix_tone_sweep(wave: np.ndarray, sr: int, *, level_db: float, rng: np.random
   return np.clip(wave + amplitude * sweep, -1.0, 1.0).astype(np.float32)
 
 
+def clip_frames(frames: np.ndarray, fps: float, index: int, seconds: float) -> np.ndarray:
+  """The frames under the time window of clip `index` (clips of `seconds` back to back); the last
+  frame when the video ends before the clip starts."""
+  first = int(round(index * seconds * fps))
+  window = frames[first:first + max(1, int(round(seconds * fps)))]
+  return window if len(window) else frames[-1:]
+
+
 def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
                        stats: collections.Counter) -> Iterator[dict[str, Any]]:
   """The feature arrays of one utterance: per clip (one for full-utterance variants) the
@@ -154,12 +162,7 @@ def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
   for index, clip in enumerate(clips):
     example = {'clip': index}
     if spec.with_video:
-      if clips_wanted:  # the frames under this clip's time window
-        first = int(round(index * spec.clip_seconds * fps))
-        window = frames[first:first + max(1, int(round(spec.clip_seconds * fps)))]
-        window = window if len(window) else frames[-1:]
-      else:
-        window = frames
+      window = clip_frames(frames, fps, index, spec.clip_seconds) if clips_wanted else frames
       example['video'], found = video.video_clip(
           window, n_frames=spec.video_frames, size=spec.video_size, crop=spec.video_crop)
       if spec.video_crop == 'face':

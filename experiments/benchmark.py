@@ -251,7 +251,7 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
   jax.block_until_ready(forward(variables, one))
   latency_s, _ = _median_time(lambda: jax.block_until_ready(forward(variables, one)), max(steps, 5))
   return {
-      'framework': 'emojax', 'model': name, 'setting': _setting_name(), **timed, 'flops_per_step': flops,
+      'framework': 'emojax', 'model': name, 'setting': setting_name(), **timed, 'flops_per_step': flops,
       # `compilations_*` count XLA compilations of the step (jax_log_compiles); jit's cache may hold one
       # more trace entry (the first state differs from later ones in commitment/weak types) than that.
       'latency_ms': latency_s * 1e3, 'peak_rss_mb': _peak_rss_mb(), 'device_peak_mb': _device_peak_mb(),
@@ -261,8 +261,10 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
       'model_kwargs': _model_kwargs(name, quick), 'threads': os.cpu_count()}
 
 
-def _setting_name() -> str:
-  return f"{_CONV_IMPL.value or 'xla'}:{_DTYPE.value}"
+def setting_name(conv_impl: str = '', dtype: str = '') -> str:
+  """'conv_impl:dtype' of an emojax setting (default: --conv_impl and --dtype; no conv_impl: the
+  model classes' 'xla')."""
+  return f"{conv_impl or _CONV_IMPL.value or 'xla'}:{dtype or _DTYPE.value}"
 
 
 def _jax_device() -> str:
@@ -522,8 +524,7 @@ def _latency_case(names: list[str], quick: bool, steps: int) -> dict[str, Any]:
           out['audio'] = arrays.audio_features(clip, sr, spec)
         if 'video' in decoded:
           frames, fps = decoded['video']
-          window = frames[:max(1, int(round(spec.clip_seconds * fps)))]
-          out['video'], _ = video.video_clip(window, n_frames=spec.video_frames, size=spec.video_size,
+          out['video'], _ = video.video_clip(arrays.clip_frames(frames, fps, 0, spec.clip_seconds), n_frames=spec.video_frames, size=spec.video_size,
                                              crop=spec.video_crop)
       return {k: v[None] for k, v in out.items()}
 
@@ -548,7 +549,7 @@ def _latency_case(names: list[str], quick: bool, steps: int) -> dict[str, Any]:
     results.append({'model': name, 'source': os.path.relpath(path, _SHARED_DATA.value),
                     **{k: _median_of(times, k) for k in times[0]},
                     'feature_shapes': {k: list(v.shape[1:]) for k, v in batch.items()},
-                    'setting': _setting_name(), 'model_kwargs': _model_kwargs(name, quick), 'repeats': repeats})
+                    'setting': setting_name(), 'model_kwargs': _model_kwargs(name, quick), 'repeats': repeats})
   return {'spec': {'variant': spec.variant, 'frontend': spec.frontend, 'audio_size': list(spec.audio_size),
                    'video_frames': spec.video_frames, 'video_size': list(spec.video_size),
                    'video_crop': spec.video_crop},
@@ -798,7 +799,7 @@ def main(argv):
   peak = _run_worker('peak:', quick)
   info = {**machine(), 'batch_size': batch_size, 'steps': steps, 'shapes': shapes, 'models': list(_MODELS.value),
           'dtype': _DTYPE.value, 'xla_flags': _XLA_FLAGS.value, 'conv_impl': _CONV_IMPL.value or 'model default',
-          'settings': [f"{c or 'xla'}:{d}" for c, d in settings], 'torch_device': torch_device,
+          'settings': [setting_name(*s) for s in settings], 'torch_device': torch_device,
           **{k: v for k, v in peak.items() if k in ('measured_peak_flops', 'jax_device', 'jax_version', 'error')}}
   os.makedirs(_OUT.value, exist_ok=True)
   if _LAYERS.value:
@@ -829,7 +830,7 @@ def main(argv):
   for framework, name, setting, flops in cases:
     results.append(_run_worker(f'{framework}:{name}', quick, setting=setting, flops=flops))
     if framework == 'emojax':
-      results[-1].setdefault('setting', f"{setting[0] or 'xla'}:{setting[1]}")
+      results[-1].setdefault('setting', setting_name(*setting))
     document['results'] = results
     print(json.dumps({k: v for k, v in results[-1].items() if k not in ('step_times_s', 'stderr_tail')}), flush=True)
     _write('benchmark', document, tables())
