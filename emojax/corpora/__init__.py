@@ -34,7 +34,8 @@ def get_corpus(corpus_config) -> Corpus:
 def corpus_key(corpus_config) -> str:
   """Names a corpus's build directory: the generator parameters matter for the synthetic one."""
   if corpus_config.name == 'synthetic':
-    params = corpus_config.synthetic.to_dict()
+    from emojax.corpora import synthetic  # its generator's version: a changed generator rebuilds
+    params = {**corpus_config.synthetic.to_dict(), 'version': synthetic.VERSION}
     text = ','.join(f'{k}={v}' for k, v in sorted(params.items()))
     return f'synthetic_{hashlib.sha1(text.encode()).hexdigest()[:8]}'
   root = os.path.abspath(corpus_config.root)

@@ -9,14 +9,18 @@ loudness, voice quality) and a face (skin and hair colour, head shape, eye
 spacing, mouth width, a room behind it). Speech is a glottal pulse train with
 an emotion- and speaker-dependent F0 contour, aspiration noise, vowel formant
 filters, a syllable-rate amplitude envelope, consonant bursts and background
-noise. Emotion shows in prosody (pitch level and contour, energy, tempo, voice
+noise. Syllables come in phrases separated by pauses, each phrase with its own
+loudness, as in running speech. Emotion shows in prosody (pitch level and contour, energy, tempo, voice
 quality: tense and bright for anger, breathy and dark for sadness) and in the
 face (mouth curvature, brow angle and height, eye openness, mouth width).
 Expression intensity varies per utterance and per modality (a face may show
 more than the voice), and every speaker has quirks of its own, so classes
 overlap and held-out speakers are harder than seen ones. In every frame the
-mouth opens with the loudness of the speech at that instant, so a clip's audio
-matches its own video better than any other clip's.
+mouth opens with the loudness of the speech in that frame's time span, so a
+clip's audio matches its own video better than any other clip's. At the video's
+rates (20 frames per 3 s, 12 kept per clip by default) single syllables (3.5-6
+per second) are too fast to follow; phrases, pauses and phrase loudness are not:
+tests/test_synthetic.py measures that this synchrony survives the feature path.
 """
 from __future__ import annotations
 
@@ -71,6 +75,9 @@ SKIN_LIGHT, SKIN_DARK = np.array([236, 200, 172]), np.array([110, 72, 50])
 HAIR = np.array([[30, 24, 22], [92, 60, 36], [196, 164, 104], [150, 148, 146], [140, 64, 32]])
 MOUTH_INSIDE = np.array([34, 8, 12])
 CONTROL_RATE = 200  # Hz of the pitch, envelope and vowel tracks
+# Names the precomputed arrays (emojax.corpora.corpus_key): bump it whenever rendering changes.
+# 2: speech in phrases with pauses and a loudness of their own.
+VERSION = 2
 _ID = re.compile(r'^spk(?P<speaker>\d+)_(?P<emotion>[a-z]{3})_(?P<index>\d+)$')
 
 
@@ -244,16 +251,25 @@ def _room(rng: np.random.Generator, frame_size: tuple[int, int]) -> np.ndarray:
   return np.clip(room, 0, 255).astype(np.float32)
 
 
-def _syllables(rng: np.random.Generator, duration: float, rate: float) -> tuple[np.ndarray, np.ndarray]:
-  """Onsets and lengths (seconds) of syllables at `rate` per second, with occasional pauses."""
+def _syllables(rng: np.random.Generator, duration: float,
+               rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Onsets and lengths (seconds) of syllables at `rate` per second, and each one's phrase gain.
+
+  Syllables come in phrases of 2-7, separated by pauses of 1.2-3 syllable periods (about
+  0.25-0.8 s, longer when the tempo is slow), and each phrase has its own loudness: this
+  slow structure is what a 4-7 fps mouth track can follow (single syllables are too fast).
+  """
   n = int(duration * rate * 2) + 4
-  gaps = rng.uniform(0.7, 1.3, n) / rate + np.where(rng.uniform(size=n) < 0.12, rng.uniform(0.15, 0.45, n), 0.0)
+  phrase = np.repeat(np.arange(n), rng.integers(2, 8, n))[:n]  # phrase index of each syllable
+  ends_phrase = np.append(phrase[1:] != phrase[:-1], False)
+  gaps = rng.uniform(0.7, 1.3, n) / rate + np.where(ends_phrase, rng.uniform(1.2, 3.0, n) / rate, 0.0)
   onsets = rng.uniform(0.03, 0.2) + np.concatenate([[0.0], np.cumsum(gaps[:-1])])
   lengths = rng.uniform(0.55, 0.9, n) / rate
   lengths[0] = min(lengths[0], duration - onsets[0] - 0.03)  # at least one syllable fits
+  gains = np.exp(rng.normal(0, 0.4, n))[phrase]
   keep = onsets + lengths <= duration - 0.03
   keep[0] = True
-  return onsets[keep], lengths[keep]
+  return onsets[keep], lengths[keep], gains[keep]
 
 
 def _resonators(formants: np.ndarray, bandwidths: np.ndarray, sr: int) -> np.ndarray:
@@ -272,13 +288,13 @@ def _speech(rng: np.random.Generator, speaker: dict, voice: dict, duration: floa
   control = np.arange(int(duration * CONTROL_RATE) + 2) / CONTROL_RATE
   times = np.arange(n) / sr
   tension = speaker['tension'] + voice['tension']
-  onsets, lengths = _syllables(rng, duration, speaker['rate'] * max(voice['tempo'], 0.5))
+  onsets, lengths, phrase_gains = _syllables(rng, duration, speaker['rate'] * max(voice['tempo'], 0.5))
   syllable_count = len(onsets)
 
   # Syllable envelope: a bump per syllable, stressed ones louder (more contrast when tense).
   phase = (control[None] - onsets[:, None]) / lengths[:, None]
   bumps = np.where((phase > 0) & (phase < 1), np.sin(np.pi * np.clip(phase, 0, 1)) ** 0.7, 0.0)
-  stress = np.exp(rng.normal(0, 0.25 + 0.1 * max(tension, 0.0), syllable_count))
+  stress = phrase_gains * np.exp(rng.normal(0, 0.25 + 0.1 * max(tension, 0.0), syllable_count))
   envelope = np.max(bumps * stress[:, None], axis=0)
 
   # Vowel of each syllable, cross-faded over the gaps between syllables.
