@@ -1,4 +1,4 @@
-"""`fastconv.Conv(impl='patches')` computes what `nn.Conv` computes, with the same parameters."""
+"""`fastconv.Conv(impl='patches' | 'fft')` and `fastconv.max_pool` compute what `nn.Conv` and `nn.max_pool` do."""
 import flax.linen as nn
 import jax
 from jax import lax
@@ -33,10 +33,11 @@ def _loss_and_grads(module, params, x):
   return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
 
 
+@pytest.mark.parametrize('impl', ['patches', 'fft'])
 @pytest.mark.parametrize('name', sorted(PAPER_LAYERS))
-def test_patches_matches_nn_conv_forward_and_gradients(name):
+def test_fast_impls_match_nn_conv_forward_and_gradients(name, impl):
   reference = nn.Conv(PAPER_LAYERS[name][2], PAPER_LAYERS[name][1], padding=PAPER_LAYERS[name][3])
-  patches, x = _pair(PAPER_LAYERS[name], 'patches')
+  patches, x = _pair(PAPER_LAYERS[name], impl)
   params = reference.init(jax.random.key(1), x)['params']
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)  # non-zero bias
   y_ref, y = reference.apply({'params': params}, x), patches.apply({'params': params}, x)
@@ -104,7 +105,7 @@ def test_param_trees_and_initialisation_are_those_of_nn_conv():
       return nn.Conv(6, (2, 2), padding='VALID', use_bias=False)(x)
 
   x = jnp.ones((1, 7, 9, 2))
-  trees = [m.init(jax.random.key(3), x)['params'] for m in (Plain(), Net('xla'), Net('patches'))]
+  trees = [m.init(jax.random.key(3), x)['params'] for m in (Plain(), Net('xla'), Net('patches'), Net('fft'))]
   for tree in trees[1:]:
     assert jax.tree.structure(tree) == jax.tree.structure(trees[0])
     jax.tree.map(np.testing.assert_array_equal, tree, trees[0])
@@ -121,7 +122,7 @@ def test_default_fold_keeps_the_im2col_growth_bounded():
 
 def test_bad_arguments_are_rejected():
   with pytest.raises(ValueError, match='impl'):
-    fastconv.Conv(4, (3, 3), impl='fft')
+    fastconv.Conv(4, (3, 3), impl='winograd')
   x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
   with pytest.raises(ValueError, match='fold'):
     fastconv.conv_patches(x, w, (1, 1), 'VALID', fold=3)
@@ -144,3 +145,66 @@ def test_large_batches_are_chunked_with_the_same_values_and_gradients(monkeypatc
   chunked = _loss_and_grads(module, params, x)
   for got, want in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape,kernel,padding', [
+    ((2, 9, 11, 3), (3, 4), 'SAME'),
+    ((2, 9, 11, 3), (3, 4), ((2, 1), (0, 3))),  # asymmetric
+    ((2, 13, 7, 2), (13, 1), 'VALID'),  # kernel as tall as the input
+    ((2, 5, 6, 7, 3), (3, 2, 3), ((1, 1), (0, 1), (2, 0))),
+])
+def test_conv_fft_matches_lax_values_and_vjp(shape, kernel, padding):
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
+  spatial = 'DHW'[3 - len(kernel):]
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  ones = (1,) * len(kernel)
+  y_ref, vjp_ref = jax.vjp(lambda x, w: lax.conv_general_dilated(x, w, ones, padding, dimension_numbers=dn), x, w)
+  y, vjp = jax.vjp(lambda x, w: fastconv.conv_fft(x, w, ones, padding, dimension_numbers=dn), x, w)
+  assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  for got, want in zip(vjp(cotangent), vjp_ref(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_fft_keeps_a_bfloat16_dtype_and_rejects_what_it_cannot_do():
+  x, w = jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 4), jnp.bfloat16)
+  y = fastconv.conv_fft(x, w, (1, 1), 'VALID')
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y, np.float32), 18.0)  # 3 x 3 x 2 ones
+  with pytest.raises(ValueError, match='strides'):
+    fastconv.conv_fft(x, w, (2, 1), 'VALID')
+  with pytest.raises(ValueError, match='dilation'):
+    fastconv.conv_fft(x, w, (1, 1), 'VALID', rhs_dilation=(2, 2))
+  with pytest.raises(ValueError, match='does not fit'):
+    fastconv.conv_fft(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
+
+
+def test_fft_sizes_are_the_next_5_smooth_numbers():
+  assert [fastconv._fft_size(n) for n in (1, 7, 11, 16, 212, 316)] == [1, 8, 12, 16, 216, 320]
+
+
+@pytest.mark.parametrize('shape,window,strides', [
+    ((2, 11, 15, 3), (2, 2), (2, 2)),  # the audio pools, odd sizes: floor mode drops the last row/column
+    ((2, 4, 13, 10, 3), (1, 3, 3), (1, 2, 2)),  # the video pools: overlapping windows
+])
+def test_slices_max_pool_matches_nn_max_pool_values_and_gradients(shape, window, strides):
+  x = jax.random.normal(jax.random.key(0), shape)
+
+  def loss(x, impl):  # as the models use it: after a ReLU, whose zeros tie
+    return jnp.sum(jnp.sin(fastconv.max_pool(nn.relu(x), window, strides, impl)))
+
+  y, y_ref = (fastconv.max_pool(x, window, strides, impl) for impl in ('slices', 'xla'))
+  assert y.shape == y_ref.shape
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_allclose(jax.grad(loss)(x, 'slices'), jax.grad(loss)(x, 'xla'), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match='max-pool impl'):
+    fastconv.max_pool(x, window, strides, 'fft')
+
+
+def test_fast_is_the_model_plan_and_anything_else_applies_to_every_layer():
+  assert fastconv.layer_impls('fast', ('fft', 'xla')) == ('fft', 'xla')
+  assert fastconv.layer_impls('patches', ('fft', 'xla')) == ('patches', 'patches')
+  with pytest.raises(ValueError, match="expected 'fast'"):
+    fastconv.layer_impls('winograd', ('fft',))

@@ -167,3 +167,23 @@ def test_tiny_models_train_with_finite_gradients(name):
   assert np.isfinite(float(value))
   assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g))
   assert sum(float(jnp.abs(leaf).sum()) > 0 for leaf in jax.tree_util.tree_leaves(g)) == len(jax.tree_util.tree_leaves(g))
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_fast_layers_give_the_straightforward_models_values_and_gradients(name):
+  """conv_impl='fast' / pool_impl='slices' (the defaults) against lax.conv and nn.max_pool: same
+  parameters, same logits and gradients up to float32 rounding."""
+  kwargs = {'rnn_hidden': 8} if 'rnn_hidden' in models.FIELDS[name] else {}
+  x = {'audio': jax.random.normal(jax.random.key(8), (2, 32, 48, 3)),
+       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3))}
+  results = []
+  for conv_impl, pool_impl in (('xla', 'xla'), ('fast', 'slices')):
+    model = models.get_model(name, num_classes=3, width=0.25, conv_impl=conv_impl, pool_impl=pool_impl, **kwargs)
+    params = model.init(RNGS, x, train=False)['params']
+    results.append(jax.jit(jax.value_and_grad(
+        lambda p, model=model: jnp.sum(jnp.sin(model.apply({'params': p}, x, train=False)))))(params))
+  (value_ref, grads_ref), (value, grads) = results
+  np.testing.assert_allclose(value, value_ref, rtol=1e-4)
+  assert jax.tree.structure(grads) == jax.tree.structure(grads_ref)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * float(jnp.abs(want).max()) + 1e-6)

@@ -25,7 +25,7 @@ MODELS = {
     'fusion': Fusion,
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-_COMMON = ('width', 'batchnorm', 'dropout', 'embed_dim', 'dtype', 'conv_impl')
+_COMMON = ('width', 'batchnorm', 'dropout', 'embed_dim', 'dtype', 'conv_impl', 'pool_impl')
 _RECURRENT = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan')
 # The config fields each model reads; the others do not apply to it.
 FIELDS = {

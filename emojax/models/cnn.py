@@ -12,6 +12,9 @@ from emojax.models import fastconv
 
 # (channels, kernel (freq, time), padding) of each conv, from the authors' code.
 AUDIO_CONVS = ((16, (12, 16), (6, 8)), (24, (8, 12), (4, 6)), (32, (5, 7), (2, 3)))
+# conv_impl='fast': per layer, the fastest measured on CPU (benchmarks/layers.md): the FFT for the two
+# large kernels, whose lax.conv kernel gradient is 20-40x slower than its forward; lax.conv for the 5x7.
+AUDIO_FAST_CONVS = ('fft', 'fft', 'xla')
 
 
 def audio_feature_shape(height: int, width: int) -> tuple[int, int]:
@@ -39,7 +42,8 @@ class AudioConvStack(nn.Module):
   width: float = 1.0
   batchnorm: bool = False
   dtype: Any = jnp.float32
-  conv_impl: str = 'xla'
+  conv_impl: str = 'fast'
+  pool_impl: str = 'slices'
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -47,12 +51,13 @@ class AudioConvStack(nn.Module):
     if rows < 1 or cols < 1:
       raise ValueError(f'Audio input (height, width) {x.shape[1:3]} is too small for the conv stack (it leaves '
                        f'{rows}x{cols}); the minimum is {minimum_audio_shape()}.')
-    for channels, kernel, pad in AUDIO_CONVS:
+    impls = fastconv.layer_impls(self.conv_impl, AUDIO_FAST_CONVS)
+    for (channels, kernel, pad), impl in zip(AUDIO_CONVS, impls):
       x = fastconv.Conv(scaled(channels, self.width), kernel, ((pad[0], pad[0]), (pad[1], pad[1])),
-                        impl=self.conv_impl, dtype=self.dtype)(x)
+                        impl=impl, dtype=self.dtype)(x)
       if self.batchnorm:
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))  # floor mode, as PyTorch's MaxPool2d
+      x = fastconv.max_pool(nn.relu(x), (2, 2), (2, 2), self.pool_impl)  # floor mode, as PyTorch's MaxPool2d
     return x
 
 
@@ -70,10 +75,11 @@ class AudioCNN(nn.Module):
   dropout: float = 0.2
   embed_dim: int = 64
   dtype: Any = jnp.float32
-  conv_impl: str = 'xla'
+  conv_impl: str = 'fast'
+  pool_impl: str = 'slices'
 
   def setup(self):
-    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl)
+    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)
     self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)

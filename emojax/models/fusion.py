@@ -27,11 +27,13 @@ class Fusion(nn.Module):
   embed_dim: int = 64
   time_scan: bool = True
   dtype: Any = jnp.float32
-  conv_impl: str = 'xla'
+  conv_impl: str = 'fast'
+  pool_impl: str = 'slices'
 
   def setup(self):
     common = dict(num_classes=self.num_classes, width=self.width, batchnorm=self.batchnorm, dropout=self.dropout,
-                  embed_dim=self.embed_dim, dtype=self.dtype, conv_impl=self.conv_impl)
+                  embed_dim=self.embed_dim, dtype=self.dtype, conv_impl=self.conv_impl,
+                  pool_impl=self.pool_impl)
     if self.audio_model == 'cnn':
       self.audio_encoder = AudioCNN(**common)
     elif self.audio_model in ('cnn_rnn', 'cnn_lstm'):

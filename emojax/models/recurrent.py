@@ -41,14 +41,15 @@ class AudioRecurrent(nn.Module):
   embed_dim: int = 64
   time_scan: bool = True
   dtype: Any = jnp.float32
-  conv_impl: str = 'xla'
+  conv_impl: str = 'fast'
+  pool_impl: str = 'slices'
 
   def setup(self):
     if self.cell not in CELLS:
       raise ValueError(f'Unknown recurrent cell {self.cell!r}; expected one of {sorted(CELLS)}.')
     hidden = scaled(self.rnn_hidden, self.width)
     cell = CELLS[self.cell]
-    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl)
+    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)
     self.layers = [nn.Bidirectional(nn.RNN(cell(hidden, dtype=self.dtype)), nn.RNN(cell(hidden, dtype=self.dtype)))
                    for _ in range(self.rnn_layers)]
     self.between = nn.Dropout(self.rnn_dropout)
