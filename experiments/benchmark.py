@@ -70,14 +70,17 @@ _OUT = flags.DEFINE_string('out', 'benchmarks', 'Folder for benchmark.json and b
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny shapes and batch: checks the harness, times nothing useful.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (skipped when torch is absent).')
 _LAYERS = flags.DEFINE_bool('layers', False, 'Time each paper conv layer (forward + backward) instead.')
-# The run configs' default (experiments/configs/common.py); the model classes default to 'xla'.
-_CONV_IMPL = flags.DEFINE_string('conv_impl', 'patches', "Passed to get_model as conv_impl ('xla' or 'patches').")
+# The defaults of the run configs and the model classes.
+_CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
+                                 "'patches' or 'xla').")
+_POOL_IMPL = flags.DEFINE_string('pool_impl', 'slices', "Passed to get_model as pool_impl ('slices' or 'xla').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '', 'XLA_FLAGS for the JAX children.')
 _SETTINGS = flags.DEFINE_list(
-    'settings', [], "emojax settings to time, each conv_impl[:dtype] (e.g. 'xla', 'patches', 'xla:bfloat16'); "
-    'the table shows the fastest per model and lists them all. Empty: the one of --conv_impl and --dtype.')
+    'settings', [], "emojax settings to time, each conv_impl[/pool_impl][:dtype] (e.g. 'fast', 'xla/xla', "
+    "'patches/xla', 'fast:bfloat16'; pool_impl default 'slices'); the table shows the fastest per model and lists "
+    'them all. Empty: the one of --conv_impl, --pool_impl and --dtype.')
 _TORCH_DEVICE = flags.DEFINE_enum('torch_device', 'auto', ['auto', 'cpu', 'cuda'],
                                   "Device of the torch reference; 'auto': cuda when torch sees a GPU.")
 _FLOPS = flags.DEFINE_bool('flops', True, "Count a step's FLOPs (XLA cost analysis; one more compilation).")
@@ -131,6 +134,8 @@ def _model_kwargs(name: str, quick: bool) -> dict[str, Any]:
   kwargs = {}
   if _CONV_IMPL.value:
     kwargs['conv_impl'] = _CONV_IMPL.value
+  if _POOL_IMPL.value:
+    kwargs['pool_impl'] = _POOL_IMPL.value
   if _DTYPE.value != 'float32':
     kwargs['dtype'] = _DTYPE.value
   if quick and _recurrent(name):
@@ -144,16 +149,18 @@ def _flops(compiled) -> float:
 
 
 def _step_flops(name: str, quick: bool, state, batch, rng) -> float:
-  """XLA's FLOP count of one training step, taken from the model with lax convolutions.
+  """XLA's FLOP count of one training step of the straightforward model (lax.conv, nn.max_pool).
 
-  The 'patches' convolutions run in a loop over batch chunks, whose body XLA's
-  cost analysis counts once, so their own count is too low.
+  These are the direct convolution's FLOPs whatever the setting: the FFT does
+  far fewer, and the 'patches' convolutions run in a loop over batch chunks,
+  whose body XLA's cost analysis counts once. So "% of peak" compares settings
+  on the same work: the direct model's FLOPs over the step's time.
   """
   import jax
 
   from emojax import models, train
 
-  kwargs = {**_model_kwargs(name, quick), 'conv_impl': 'xla'}
+  kwargs = {**_model_kwargs(name, quick), 'conv_impl': 'xla', 'pool_impl': 'xla'}
   model = models.get_model(name, num_classes=NUM_CLASSES, **kwargs)
   step = train.make_train_step()
   return _flops(step.lower(state.replace(apply_fn=model.apply), batch, rng).compile())
@@ -261,10 +268,9 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
       'model_kwargs': _model_kwargs(name, quick), 'threads': os.cpu_count()}
 
 
-def setting_name(conv_impl: str = '', dtype: str = '') -> str:
-  """'conv_impl:dtype' of an emojax setting (default: --conv_impl and --dtype; no conv_impl: the
-  model classes' 'xla')."""
-  return f"{conv_impl or _CONV_IMPL.value or 'xla'}:{dtype or _DTYPE.value}"
+def setting_name(conv_impl: str = '', pool_impl: str = '', dtype: str = '') -> str:
+  """'conv_impl/pool_impl:dtype' of an emojax setting (default: --conv_impl, --pool_impl and --dtype)."""
+  return f"{conv_impl or _CONV_IMPL.value}/{pool_impl or _POOL_IMPL.value}:{dtype or _DTYPE.value}"
 
 
 def _jax_device() -> str:
@@ -339,7 +345,7 @@ def _torch_case(name: str, shapes, batch_size: int, steps: int, quick: bool, cha
 
 
 def _layer_cases(batch_size: int, steps: int, dtype: str) -> list[dict[str, Any]]:
-  """Forward + backward of each paper conv layer: lax.conv vs patches (and torch when installed)."""
+  """Forward + backward of each paper conv layer in every fastconv impl (and torch when installed)."""
   import jax
   import jax.numpy as jnp
   from jax import lax
@@ -354,7 +360,10 @@ def _layer_cases(batch_size: int, steps: int, dtype: str) -> list[dict[str, Any]
     dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
     first = shape[-1] == 3  # the first layer needs no input gradient
     for impl in fastconv.IMPLS:
-      conv = lax.conv_general_dilated if impl == 'xla' else fastconv.conv_patches
+      if impl == 'fold2d' and len(kernel) != 3:
+        continue
+      conv = {'xla': lax.conv_general_dilated, 'patches': fastconv.conv_patches, 'fft': fastconv.conv_fft,
+              'fold2d': fastconv.conv_fold2d}[impl]
 
       def loss(x, w, conv=conv):
         y = conv(x, w, (1,) * len(kernel), pads, dimension_numbers=dn)
@@ -420,6 +429,8 @@ def _pipeline_case(quick: bool, steps: int) -> dict[str, Any]:
     config.data.data_dir = _DATA_DIR.value
   if _CONV_IMPL.value:
     config.model.conv_impl = _CONV_IMPL.value
+  if _POOL_IMPL.value:
+    config.model.pool_impl = _POOL_IMPL.value
   if _DTYPE.value != 'float32':
     config.model.dtype = _DTYPE.value
   start = time.perf_counter()
@@ -594,14 +605,15 @@ def machine() -> dict[str, Any]:
   return info
 
 
-def _run_worker(case: str, quick: bool, setting: tuple[str, str] | None = None, flops: bool = True) -> dict[str, Any]:
+def _run_worker(case: str, quick: bool, setting: tuple[str, str, str] | None = None,
+                flops: bool = True) -> dict[str, Any]:
   """Runs one case in a child process; returns its JSON (or the error it printed).
 
-  setting: (conv_impl, dtype) for the emojax children; default those of --conv_impl and --dtype.
+  setting: (conv_impl, pool_impl, dtype) for the emojax children; default --conv_impl, --pool_impl, --dtype.
   """
-  conv_impl, dtype = setting or (_CONV_IMPL.value, _DTYPE.value)
+  conv_impl, pool_impl, dtype = setting or (_CONV_IMPL.value, _POOL_IMPL.value, _DTYPE.value)
   argv = [sys.executable, '-m', 'experiments.benchmark', f'--worker={case}', f'--batch_size={_BATCH.value}',
-          f'--steps={_STEPS.value}', f'--conv_impl={conv_impl}', f'--dtype={dtype}',
+          f'--steps={_STEPS.value}', f'--conv_impl={conv_impl}', f'--pool_impl={pool_impl}', f'--dtype={dtype}',
           '--quick' if quick else '--noquick', '--flops' if flops else '--noflops',
           f'--models={",".join(_MODELS.value)}', f'--torch_device={_TORCH_DEVICE.value}',
           f'--pipeline_workers={_PIPELINE_WORKERS.value}', f'--pipeline_epochs={_PIPELINE_EPOCHS.value}',
@@ -619,14 +631,19 @@ def _run_worker(case: str, quick: bool, setting: tuple[str, str] | None = None, 
           'error': f'exit status {proc.returncode} (-9: killed, e.g. out of memory): {errors[-1][:300]}'}
 
 
-def parse_setting(text: str) -> tuple[str, str]:
-  """'xla' -> ('xla', 'float32'); 'patches:bfloat16' -> ('patches', 'bfloat16')."""
-  conv_impl, _, dtype = text.partition(':')
-  dtype = dtype or 'float32'
-  if conv_impl not in ('xla', 'patches') or dtype not in ('float32', 'bfloat16'):
-    raise app.UsageError(f"Setting {text!r} is not conv_impl[:dtype] with conv_impl 'xla' or 'patches' and "
-                         "dtype 'float32' or 'bfloat16'.")
-  return conv_impl, dtype
+def parse_setting(text: str) -> tuple[str, str, str]:
+  """'fast' -> ('fast', 'slices', 'float32'); 'xla/xla:bfloat16' -> ('xla', 'xla', 'bfloat16')."""
+  from emojax.models import fastconv
+
+  impls, _, dtype = text.partition(':')
+  conv_impl, _, pool_impl = impls.partition('/')
+  dtype, pool_impl = dtype or 'float32', pool_impl or 'slices'
+  if (conv_impl not in ('fast', *fastconv.IMPLS) or pool_impl not in fastconv.POOL_IMPLS
+      or dtype not in ('float32', 'bfloat16')):
+    raise app.UsageError(f"Setting {text!r} is not conv_impl[/pool_impl][:dtype] with conv_impl among "
+                         f"{('fast', *fastconv.IMPLS)}, pool_impl among {fastconv.POOL_IMPLS} and dtype "
+                         "'float32' or 'bfloat16'.")
+  return conv_impl, pool_impl, dtype
 
 
 def _fmt(value, spec):
@@ -653,8 +670,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                     'GFLOP/s') + '.',
       '',
       '| model | emojax samples/s | torch | torch channels_last | ratio vs torch | ratio vs channels_last | '
-      'emojax setting (conv_impl:dtype) | compile s | compilations (total / in timed steps) | GFLOP/step | '
-      '% of matmul peak | peak RSS MB (emojax / torch) | '
+      'emojax setting (conv_impl/pool_impl:dtype) | compile s | compilations (total / in timed steps) | '
+      'GFLOP/step (direct conv) | % of matmul peak | peak RSS MB (emojax / torch) | '
       + ('device peak MB (emojax / torch) | ' if accelerator else '') + 'batch-1 latency ms (emojax / torch) |',
       '|' + '---|' * (13 + accelerator)]
   by = {(r['framework'], r['model']): r for r in results if r.get('framework') != 'emojax'}
@@ -680,7 +697,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"{_fmt(jx.get('latency_ms'), '.1f')} / {_fmt(pt.get('latency_ms'), '.1f')} |")
   settings = list(dict.fromkeys(r['setting'] for r in results if r.get('framework') == 'emojax' and 'setting' in r))
   if len(settings) > 1:
-    lines += ['', 'emojax training samples/s per setting (conv_impl:dtype):', '',
+    lines += ['', 'emojax training samples/s per setting (conv_impl/pool_impl:dtype):', '',
               '| model | ' + ' | '.join(settings) + ' |', '|' + '---|' * (len(settings) + 1)]
     rows = {(r['model'], r.get('setting')): r for r in results if r.get('framework') == 'emojax'}
     for name in info['models']:
@@ -703,7 +720,8 @@ def pipeline_markdown(pipeline: dict[str, Any]) -> str:
       f"Input pipeline (Grain `train_batches` over the ArrayRecord arrays) of {pipeline['config']}: "
       f"{pipeline['train_examples']} training examples, batch {pipeline['batch_size']}, shapes "
       f"{pipeline['shapes']}; {pipeline['cpu_count']} CPU cores. Its training step ({step['model']}, "
-      f"{step['model_options'].get('conv_impl')}:{step['model_options'].get('dtype')}, on {step['device']}) "
+      f"{step['model_options'].get('conv_impl')}/{step['model_options'].get('pool_impl')}:"
+      f"{step['model_options'].get('dtype')}, on {step['device']}) "
       f"consumes {step['samples_per_s']:.1f} samples/s. An epoch starts a new iterator (and new workers), "
       'as training does.', '',
       '| workers | augment | samples/s (whole epoch) | after the first batch | first batch s | '
@@ -739,11 +757,16 @@ def layers_markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
   impls = list(dict.fromkeys(r['impl'] for r in results))
   lines = [f"Conv layer forward + backward, batch {info['batch_size']}, {info['dtype']}, ms per step "
            f"(XLA_FLAGS={info['xla_flags'] or 'none'}); {info['cpu']}, {info['cores']} cores.", '',
-           '| layer | ' + ' | '.join(impls) + ' | patches GFLOP/s |', '|' + '---|' * (len(impls) + 2)]
+           '| layer | ' + ' | '.join(impls) + ' | fastest emojax | its GFLOP/s (direct-conv FLOPs) |',
+           '|' + '---|' * (len(impls) + 3)]
   for layer in PAPER_LAYERS:
     row = {r['impl']: r for r in results if r['layer'] == layer}
+    ours = [r for r in row.values() if not r['impl'].startswith('torch') and r.get('ms')]
+    best = min(ours, key=lambda r: r['ms']) if ours else {}
+    direct = row.get('xla', {}).get('flops')
+    rate = direct / best['ms'] * 1e3 / 1e9 if direct and best else None
     lines.append(f'| {layer} | ' + ' | '.join(_fmt(row.get(i, {}).get('ms'), '.1f') for i in impls)
-                 + f" | {_fmt(row.get('patches', {}).get('gflops_per_s'), '.0f')} |")
+                 + f" | {best.get('impl', '-')} | {_fmt(rate, '.0f')} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -784,7 +807,7 @@ def main(argv):
   unknown = set(_MODELS.value) - set(MODELS)
   if unknown:
     raise app.UsageError(f'Unknown models {sorted(unknown)}; expected among {MODELS}.')
-  settings = [parse_setting(s) for s in _SETTINGS.value] or [(_CONV_IMPL.value, _DTYPE.value)]
+  settings = [parse_setting(s) for s in _SETTINGS.value] or [(_CONV_IMPL.value, _POOL_IMPL.value, _DTYPE.value)]
   torch_device = None
   try:
     import torch  # pylint: disable=import-outside-toplevel
@@ -799,6 +822,7 @@ def main(argv):
   peak = _run_worker('peak:', quick)
   info = {**machine(), 'batch_size': batch_size, 'steps': steps, 'shapes': shapes, 'models': list(_MODELS.value),
           'dtype': _DTYPE.value, 'xla_flags': _XLA_FLAGS.value, 'conv_impl': _CONV_IMPL.value or 'model default',
+          'pool_impl': _POOL_IMPL.value or 'model default',
           'settings': [setting_name(*s) for s in settings], 'torch_device': torch_device,
           **{k: v for k, v in peak.items() if k in ('measured_peak_flops', 'jax_device', 'jax_version', 'error')}}
   os.makedirs(_OUT.value, exist_ok=True)

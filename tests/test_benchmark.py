@@ -31,7 +31,7 @@ def _benchmark(*args):
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp('benchmark')
-  result = _benchmark('--quick', f'--models={",".join(MODELS)}', '--conv_impl=patches', f'--out={out}',
+  result = _benchmark('--quick', f'--models={",".join(MODELS)}', f'--out={out}',
                       f'--data_dir={out / "arrays"}', '--pipeline_workers=1', '--pipeline_epochs=1')
   assert result.returncode == 0, result.stderr[-3000:]
   document = json.loads((out / 'benchmark.json').read_text())
@@ -46,15 +46,15 @@ def test_every_model_is_timed_without_recompiling(report):
   document, table, stdout = report
   assert not [r for r in document['results'] if 'error' in r]
   emojax = _rows(document, 'emojax')
-  assert set(emojax) == {(m, 'patches:float32') for m in MODELS}
+  assert set(emojax) == {(m, 'fast/slices:float32') for m in MODELS}
   for row in emojax.values():
     assert row['samples_per_s'] > 0 and row['step_s'] > 0 and len(row['step_times_s']) == 2
     assert row['compile_s'] > 0 and row['latency_ms'] > 0 and row['peak_rss_mb'] > 0
-    assert row['flops_per_step'] > 0 and row['model_kwargs']['conv_impl'] == 'patches'
+    assert row['flops_per_step'] > 0 and row['model_kwargs']['conv_impl'] == 'fast'
     # The step compiles once, before timing; the timed steps reuse it.
     assert row['compilations_total'] >= 1 and row['compilations_timed_steps'] == 0
   assert document['machine']['measured_peak_flops'] > 0
-  assert document['machine']['settings'] == ['patches:float32']
+  assert document['machine']['settings'] == ['fast/slices:float32']
   for model in MODELS:
     assert f'| {model} |' in table
   assert table in stdout
@@ -111,5 +111,6 @@ def test_single_clip_latency(report):
 
 
 def test_bad_setting_is_a_usage_error():
-  result = _benchmark('--quick', '--settings=fft', '--out=/nonexistent')
-  assert result.returncode != 0 and 'conv_impl[:dtype]' in result.stderr
+  for bad in ('winograd', 'fft/avg', 'fast:float16'):
+    result = _benchmark('--quick', f'--settings={bad}', '--out=/nonexistent')
+    assert result.returncode != 0 and 'conv_impl[/pool_impl][:dtype]' in result.stderr

@@ -33,8 +33,9 @@ def _loss_and_grads(module, params, x):
   return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
 
 
-@pytest.mark.parametrize('impl', ['patches', 'fft'])
-@pytest.mark.parametrize('name', sorted(PAPER_LAYERS))
+@pytest.mark.parametrize('name,impl', [(name, impl) for name in sorted(PAPER_LAYERS)
+                                       for impl in ('patches', 'fft', 'fold2d')
+                                       if impl != 'fold2d' or len(PAPER_LAYERS[name][1]) == 3])  # 3D only
 def test_fast_impls_match_nn_conv_forward_and_gradients(name, impl):
   reference = nn.Conv(PAPER_LAYERS[name][2], PAPER_LAYERS[name][1], padding=PAPER_LAYERS[name][3])
   patches, x = _pair(PAPER_LAYERS[name], impl)
@@ -147,20 +148,25 @@ def test_large_batches_are_chunked_with_the_same_values_and_gradients(monkeypatc
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('shape,kernel,padding', [
-    ((2, 9, 11, 3), (3, 4), 'SAME'),
-    ((2, 9, 11, 3), (3, 4), ((2, 1), (0, 3))),  # asymmetric
-    ((2, 13, 7, 2), (13, 1), 'VALID'),  # kernel as tall as the input
-    ((2, 5, 6, 7, 3), (3, 2, 3), ((1, 1), (0, 1), (2, 0))),
-])
-def test_conv_fft_matches_lax_values_and_vjp(shape, kernel, padding):
+_2D_CASES = [((2, 9, 11, 3), (3, 4), 'SAME'),
+             ((2, 9, 11, 3), (3, 4), ((2, 1), (0, 3))),  # asymmetric
+             ((2, 13, 7, 2), (13, 1), 'VALID')]  # kernel as tall as the input
+_3D_CASES = [((2, 5, 6, 7, 3), (3, 2, 3), ((1, 1), (0, 1), (2, 0))),
+             ((2, 6, 9, 8, 4), (3, 3, 3), 'VALID'),
+             ((2, 4, 5, 6, 2), (2, 4, 3), 'SAME')]  # even kernel sides: uneven 'SAME' padding inside fold2d
+
+
+@pytest.mark.parametrize('shape,kernel,padding,conv', [
+    *[(*case, fastconv.conv_fft) for case in _2D_CASES + _3D_CASES],
+    *[(*case, fastconv.conv_fold2d) for case in _3D_CASES]])  # fold2d folds 3D kernels only
+def test_conv_fft_and_fold2d_match_lax_values_and_vjp(shape, kernel, padding, conv):
   x = jax.random.normal(jax.random.key(0), shape)
   w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
   spatial = 'DHW'[3 - len(kernel):]
   dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
   ones = (1,) * len(kernel)
   y_ref, vjp_ref = jax.vjp(lambda x, w: lax.conv_general_dilated(x, w, ones, padding, dimension_numbers=dn), x, w)
-  y, vjp = jax.vjp(lambda x, w: fastconv.conv_fft(x, w, ones, padding, dimension_numbers=dn), x, w)
+  y, vjp = jax.vjp(lambda x, w: conv(x, w, ones, padding, dimension_numbers=dn), x, w)
   assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
   cotangent = jax.random.normal(jax.random.key(2), y.shape)
@@ -179,6 +185,10 @@ def test_conv_fft_keeps_a_bfloat16_dtype_and_rejects_what_it_cannot_do():
     fastconv.conv_fft(x, w, (1, 1), 'VALID', rhs_dilation=(2, 2))
   with pytest.raises(ValueError, match='does not fit'):
     fastconv.conv_fft(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
+  with pytest.raises(ValueError, match='folds a 3D'):
+    fastconv.conv_fold2d(x, w, (1, 1), 'VALID')
+  with pytest.raises(ValueError, match='strides'):
+    fastconv.conv_fold2d(jnp.ones((1, 4, 4, 4, 2)), jnp.ones((3, 3, 3, 2, 4)), (1, 2, 1), 'VALID')
 
 
 def test_fft_sizes_are_the_next_5_smooth_numbers():

@@ -14,7 +14,7 @@ from emojax.models.cnn import scaled
 VIDEO_CHANNELS = (16, 32, 64, 128)
 POOL_WINDOW, POOL_STRIDES = (1, 3, 3), (1, 2, 2)
 # conv_impl='fast': per layer, the fastest measured on CPU (benchmarks/layers.md).
-VIDEO_FAST_CONVS = ('fft', 'fft', 'patches', 'patches')
+VIDEO_FAST_CONVS = ('fold2d', 'fold2d', 'fold2d', 'patches')
 
 
 def video_feature_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
