@@ -187,3 +187,18 @@ def test_fast_layers_give_the_straightforward_models_values_and_gradients(name):
   assert jax.tree.structure(grads) == jax.tree.structure(grads_ref)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * float(jnp.abs(want).max()) + 1e-6)
+
+
+@pytest.mark.parametrize('name', ['cnn_rnn', 'cnn_lstm'])
+def test_unrolled_scan_gives_the_same_values_and_gradients(name):
+  x = {'audio': jax.random.normal(jax.random.key(8), (2, 32, 80, 1))}  # 10 time steps: unroll 4 leaves a remainder
+  results = []
+  for unroll in (1, 4):
+    model = models.get_model(name, num_classes=3, width=0.25, rnn_hidden=8, rnn_unroll=unroll)
+    params = model.init(RNGS, x, train=False)['params']
+    results.append(jax.value_and_grad(lambda p, model=model: jnp.sum(jnp.sin(model.apply({'params': p}, x,
+                                                                                         train=False))))(params))
+  (value_ref, grads_ref), (value, grads) = results
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)

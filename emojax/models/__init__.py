@@ -26,7 +26,7 @@ MODELS = {
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _COMMON = ('width', 'batchnorm', 'dropout', 'embed_dim', 'dtype', 'conv_impl', 'pool_impl')
-_RECURRENT = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan')
+_RECURRENT = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan', 'rnn_unroll')
 # The config fields each model reads; the others do not apply to it.
 FIELDS = {
     'cnn': _COMMON,

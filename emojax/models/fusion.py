@@ -26,6 +26,7 @@ class Fusion(nn.Module):
   rnn_layers: int = 2
   embed_dim: int = 64
   time_scan: bool = True
+  rnn_unroll: int = 1
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
   pool_impl: str = 'slices'
@@ -39,7 +40,8 @@ class Fusion(nn.Module):
     elif self.audio_model in ('cnn_rnn', 'cnn_lstm'):
       self.audio_encoder = AudioRecurrent(
           cell=self.audio_model[4:], rnn_dropout=self.rnn_dropout, rnn_hidden=self.rnn_hidden,
-          rnn_layers=self.rnn_layers, time_scan=self.time_scan, **common)
+          rnn_layers=self.rnn_layers, time_scan=self.time_scan,
+          rnn_unroll=self.rnn_unroll, **common)
     else:
       raise ValueError(f"Unknown audio model {self.audio_model!r}; expected 'cnn', 'cnn_rnn' or 'cnn_lstm'.")
     self.video_encoder = Video3D(**common)

@@ -40,6 +40,7 @@ class AudioRecurrent(nn.Module):
   rnn_layers: int = 2
   embed_dim: int = 64
   time_scan: bool = True
+  rnn_unroll: int = 1  # time steps per scan iteration (a speed switch: same values)
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
   pool_impl: str = 'slices'
@@ -50,7 +51,8 @@ class AudioRecurrent(nn.Module):
     hidden = scaled(self.rnn_hidden, self.width)
     cell = CELLS[self.cell]
     self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)
-    self.layers = [nn.Bidirectional(nn.RNN(cell(hidden, dtype=self.dtype)), nn.RNN(cell(hidden, dtype=self.dtype)))
+    self.layers = [nn.Bidirectional(nn.RNN(cell(hidden, dtype=self.dtype), unroll=self.rnn_unroll),
+                                    nn.RNN(cell(hidden, dtype=self.dtype), unroll=self.rnn_unroll))
                    for _ in range(self.rnn_layers)]
     self.between = nn.Dropout(self.rnn_dropout)
     self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)

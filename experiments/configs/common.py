@@ -83,6 +83,7 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.model.rnn_layers = 2
   c.model.embed_dim = 64
   c.model.time_scan = True        # False: the authors' length-one "sequence" (faithful defect)
+  c.model.rnn_unroll = 1          # time steps per lax.scan iteration (speed only)
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
   c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.conv_impl = 'fast'      # fast (per layer, the fastest measured on CPU) | fft | patches | xla (lax.conv)
