@@ -213,8 +213,12 @@ def test_slices_max_pool_matches_nn_max_pool_values_and_gradients(shape, window,
     fastconv.max_pool(x, window, strides, 'fft')
 
 
-def test_fast_is_the_model_plan_and_anything_else_applies_to_every_layer():
+def test_fast_is_the_model_plan_and_anything_else_applies_to_every_layer(monkeypatch):
+  assert jax.default_backend() == 'cpu'
   assert fastconv.layer_impls('fast', ('fft', 'xla')) == ('fft', 'xla')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')  # the plan is a CPU measurement
+  assert fastconv.layer_impls('fast', ('fft', 'fold2d')) == ('xla', 'xla')
+  monkeypatch.undo()
   assert fastconv.layer_impls('patches', ('fft', 'xla')) == ('patches', 'patches')
   with pytest.raises(ValueError, match="expected 'fast'"):
     fastconv.layer_impls('winograd', ('fft',))

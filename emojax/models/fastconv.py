@@ -14,7 +14,8 @@ Three ways to compute a convolution, chosen per layer (`conv_impl`):
   3D one; measured 1.4-2x faster than 'fft' and 'patches' on the first three
   video layers.
 - 'patches': im2col + matmuls (`conv_patches`, below).
-'fast' picks, per layer, the one each model measured fastest (`layer_impls`).
+'fast' picks, per layer, the one each model measured fastest on CPU, and 'xla'
+on GPU and TPU, where XLA calls the vendor's convolutions (`layer_impls`).
 
 Max-pooling (`max_pool`, `pool_impl='slices'`) is a max over strided slices,
 one window axis at a time: its gradient is element-wise selects and pads,
@@ -257,9 +258,10 @@ def conv_fold2d(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | 
 
 
 def layer_impls(conv_impl: str, fast: Sequence[str]) -> tuple[str, ...]:
-  """One convolution impl per layer: `fast` (the model's measured plan) for 'fast', else `conv_impl` for all."""
+  """One convolution impl per layer: for 'fast', the model's plan `fast` (measured on CPU) on a CPU and
+  'xla' on a GPU or TPU (cuDNN's and the TPU's own convolutions); else `conv_impl` for all."""
   if conv_impl == 'fast':
-    return tuple(fast)
+    return tuple(fast) if jax.default_backend() == 'cpu' else ('xla',) * len(fast)
   if conv_impl not in IMPLS:
     raise ValueError(f"Unknown convolution impl {conv_impl!r}; expected 'fast' or one of {IMPLS}.")
   return (conv_impl,) * len(fast)
