@@ -98,6 +98,11 @@ _SHARED_DATA = flags.DEFINE_string('shared_data', os.path.join(ROOT, '..', 'shar
 _WORKER = flags.DEFINE_string('worker', '', 'Internal: run one case (framework:model) and print its JSON.')
 
 
+def usable_cores() -> int:
+  """The cores this process may run on (a `taskset` narrows them; os.cpu_count() counts the machine's)."""
+  return len(os.sched_getaffinity(0))
+
+
 def _median_time(fn, steps: int) -> tuple[float, list[float]]:
   times = []
   for _ in range(steps):
@@ -265,7 +270,7 @@ def _flax_case(name: str, shapes, batch_size: int, steps: int, quick: bool) -> d
       'device': _jax_device(), 'xla_flags': os.environ.get('XLA_FLAGS', ''),
       # None: XLA's default, which on NVIDIA GPUs lets float32 convolutions and matmuls use TF32.
       'matmul_precision': jax.config.jax_default_matmul_precision,
-      'model_kwargs': _model_kwargs(name, quick), 'threads': os.cpu_count()}
+      'model_kwargs': _model_kwargs(name, quick), 'threads': usable_cores()}
 
 
 def setting_name(conv_impl: str = '', pool_impl: str = '', dtype: str = '') -> str:
@@ -294,7 +299,7 @@ def _torch_case(name: str, shapes, batch_size: int, steps: int, quick: bool, cha
 
   from experiments import torch_reference
 
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(usable_cores())
   torch.manual_seed(0)
   device = _torch_device()
   sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
@@ -385,7 +390,7 @@ def _layer_cases(batch_size: int, steps: int, dtype: str) -> list[dict[str, Any]
 def _torch_layer_cases(batch_size: int, steps: int) -> list[dict[str, Any]]:
   import torch
 
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(usable_cores())
   results = []
   for layer, (shape, kernel, features, pads) in PAPER_LAYERS.items():
     conv_cls = torch.nn.Conv2d if len(kernel) == 2 else torch.nn.Conv3d
@@ -478,7 +483,7 @@ def _pipeline_case(quick: bool, steps: int) -> dict[str, Any]:
           'load_data_s': load_s, 'augment': PIPELINE_AUGMENT, 'rows': rows,
           'train_step': {**step, 'model': config.model.name, 'model_options': dict(models.options(config.model)),
                          'device': _jax_device(), 'device_peak_mb': _device_peak_mb()},
-          'cpu_count': os.cpu_count()}
+          'cpu_count': usable_cores()}
 
 
 def latency_sources(root: str) -> dict[str, str] | str:
@@ -589,7 +594,7 @@ def _peak_case() -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
   """CPU model, cores, nominal clock, and the theoretical float32 peak at that clock."""
-  info = {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(), 'nominal_ghz': None}
+  info = {'cpu': platform.processor() or platform.machine(), 'cores': usable_cores(), 'nominal_ghz': None}
   try:
     with open('/proc/cpuinfo') as f:
       lines = f.read().splitlines()

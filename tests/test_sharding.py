@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, optax
     from emojax import train
@@ -41,10 +43,35 @@ SCRIPT = textwrap.dedent('''
     print('SHARDED_EQUALS_SINGLE')
 ''')
 
+# The paper's fusion model (tiny) with its fast CPU layers (FFT, folded and im2col convolutions,
+# slice max-pools): one SGD step, sharded over 8 devices against one device.
+FUSION_SCRIPT = textwrap.dedent('''
+    import jax, numpy as np, optax
+    from emojax import models, train
+    assert jax.device_count() == 8, jax.devices()
+    model = models.get_model('fusion', num_classes=4, width=0.25, rnn_hidden=8, dropout=0.0, rnn_dropout=0.0)
+    rng = np.random.default_rng(0)
+    batch = {'audio': rng.normal(size=(8, 32, 48, 3)).astype(np.float32),
+             'video': rng.normal(size=(8, 9, 48, 64, 3)).astype(np.float32), 'label': rng.integers(0, 4, 8)}
+    fresh = lambda: train.create_state(model, batch, optax.sgd(0.1), jax.random.key(0))
+    step = train.make_train_step()
+    single, _ = step(jax.device_put(fresh(), jax.devices()[0]), jax.device_put(batch, jax.devices()[0]),
+                     jax.random.key(1))
+    mesh = train.data_mesh()
+    sharded, _ = step(train.replicate(fresh(), mesh), train.shard_batch(batch, mesh), jax.random.key(1))
+    moved = 0
+    for a, b, c in zip(*(jax.tree_util.tree_leaves(jax.device_get(t.params)) for t in (single, sharded, fresh()))):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+      moved += int(not np.allclose(a, c))
+    assert moved > 0.9 * len(jax.tree_util.tree_leaves(single.params)), moved  # the step changed the parameters
+    print('SHARDED_EQUALS_SINGLE')
+''')
 
-def test_sharded_step_equals_single_device_step():
+
+@pytest.mark.parametrize('script', [SCRIPT, FUSION_SCRIPT], ids=['toy', 'fusion_fast_layers'])
+def test_sharded_step_equals_single_device_step(script):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
-  result = subprocess.run([sys.executable, '-c', SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+  result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'SHARDED_EQUALS_SINGLE' in result.stdout
