@@ -146,16 +146,37 @@ def _weighted_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
   return jnp.where(total > 0, jnp.sum(weight * x) / jnp.where(total > 0, total, 1.0), 0.0)
 
 
+def info_nce(distance: jax.Array, temperature: float) -> jax.Array:
+  """Symmetric InfoNCE over a (B, B) distance matrix (audio i, video j): each clip's audio must pick
+  its own video out of the batch's, and each video its own audio, with logits -d^2 / temperature.
+
+  Not the paper's loss: an option that weighs each negative by how close it is
+  (softmax), so the few negatives that are still confused carry the gradient.
+  """
+  logits = -jnp.square(distance) / temperature
+  own = jnp.arange(distance.shape[0])
+  return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, own).mean()
+                + optax.softmax_cross_entropy_with_integer_labels(logits.T, own).mean())
+
+
+LOSSES = ('margin', 'infonce')
+
+
 def contrastive_pairs(audio_emb: jax.Array, video_emb: jax.Array, pairs: dict[str, jax.Array], margin: float,
-                      *, normalize: bool = True, center: bool = False) -> dict[str, jax.Array]:
+                      *, normalize: bool = True, center: bool = False, loss: str = 'margin',
+                      temperature: float = 0.1) -> dict[str, jax.Array]:
   """The contrastive loss over a batch's positive pairs and weighted negative pairs, split by pair type.
 
-  `pairs` is `all_pairs`' weight matrix or `mine_pairs`' partners. The loss is
-  the paper's mean over pairs, each positive pair (audio and video of one clip)
-  weighing 1 and each negative (audio i, video j) its weight. Returns the total
-  loss and its parts ('positive', 'hard', 'super_hard': the mean per-pair loss
-  of each type, 0 when absent) and the mean distances.
+  `pairs` is `all_pairs`' weight matrix or `mine_pairs`' partners. With
+  loss='margin' (the paper's) the loss is the mean over pairs, each positive pair
+  (audio and video of one clip) weighing 1 and each negative (audio i, video j)
+  its weight; loss='infonce' is `info_nce` over every pair of the batch (the
+  weights then only shape the diagnostics). Returns the loss, the margin loss's
+  parts ('positive', 'hard', 'super_hard': the mean per-pair margin loss of each
+  type, 0 when absent; diagnostics whichever loss trains) and the mean distances.
   """
+  if loss not in LOSSES:
+    raise ValueError(f'Unknown contrastive loss {loss!r}; expected one of {LOSSES}.')
   if 'partner' in pairs:
     pairs = pair_matrix(pairs)
   audio_emb = prepare_embeddings(audio_emb, center=center, normalize=normalize)
@@ -166,7 +187,8 @@ def contrastive_pairs(audio_emb: jax.Array, video_emb: jax.Array, pairs: dict[st
   weight, hard = pairs['weight'], pairs['hard']
   per_pair = contrastive_per_pair(distance, same_clip, margin)
   return {
-      'loss': contrastive(distance, same_clip, margin, same_clip + weight),
+      'loss': (contrastive(distance, same_clip, margin, same_clip + weight) if loss == 'margin'
+               else info_nce(distance, temperature)),
       'positive': jnp.diagonal(per_pair).mean(),
       'hard': _weighted_mean(per_pair, weight * hard),
       'super_hard': _weighted_mean(per_pair, weight * ~hard),

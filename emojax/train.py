@@ -143,7 +143,8 @@ def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_ste
 
 
 def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_fraction: float,
-                          negatives: str = 'mined', same_speaker: bool = False) -> Callable:
+                          negatives: str = 'mined', same_speaker: bool = False, loss: str = 'margin',
+                          temperature: float = 0.1) -> Callable:
   """The jitted contrastive pre-training step of the audio and video encoders.
 
   Negative pairs come from the batch by emotion label: one partner per clip drawn
@@ -152,6 +153,8 @@ def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_
   """
   if negatives not in ('all', 'mined'):
     raise ValueError(f"Unknown contrastive.negatives {negatives!r}; expected 'all' or 'mined'.")
+  if loss not in objectives.LOSSES:
+    raise ValueError(f'Unknown contrastive.loss {loss!r}; expected one of {objectives.LOSSES}.')
 
   def loss_fn(state, params, batch, rng):
     mine_rng, dropout_rng = jax.random.split(rng)
@@ -163,7 +166,7 @@ def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_
                                                            speakers=speakers))
     emb, batch_stats = _apply_train(state, params, model_inputs(batch), dropout_rng, method='embed')
     parts = objectives.contrastive_pairs(emb['audio'], emb['video'], pairs, margin, normalize=normalize,
-                                         center=center)
+                                         center=center, loss=loss, temperature=temperature)
     used = pairs['weight'] > 0
     step_metrics = {
         'loss_positive': parts['positive'], 'loss_hard': parts['hard'], 'loss_super_hard': parts['super_hard'],
@@ -248,7 +251,8 @@ def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
     cc = config.contrastive
     step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, center=cc.center,
                                  hard_fraction=cc.hard_fraction, negatives=cc.negatives,
-                                 same_speaker=cc.super_hard_same_speaker)
+                                 same_speaker=cc.super_hard_same_speaker, loss=cc.loss,
+                                 temperature=cc.temperature)
     return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, cc.center,
                                                   mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")

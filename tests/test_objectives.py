@@ -197,3 +197,36 @@ def test_super_hard_negatives_can_be_held_to_the_same_speaker():
     assert (np.asarray(speakers)[partner][chosen] == np.asarray(speakers)[chosen]).all()
     assert (np.asarray(labels)[partner][chosen] == np.asarray(labels)[chosen]).all()
     assert not valid[np.isin(np.arange(6), [2, 3]) & ~is_hard].any()  # no same-speaker partner: masked
+
+
+def test_info_nce_hand_computed_and_symmetric():
+  distance = jnp.array([[0.0, 1.0], [2.0, 0.5]])  # (audio i, video j)
+  t = 0.5
+  logits = -np.square(np.asarray(distance)) / t
+  log_softmax = lambda x, axis: x - np.log(np.exp(x).sum(axis, keepdims=True))
+  audio_to_video = -np.diag(log_softmax(logits, 1)).mean()
+  video_to_audio = -np.diag(log_softmax(logits, 0)).mean()
+  assert float(objectives.info_nce(distance, t)) == pytest.approx((audio_to_video + video_to_audio) / 2, rel=1e-6)
+  assert float(objectives.info_nce(distance.T, t)) == pytest.approx(float(objectives.info_nce(distance, t)))
+
+
+def test_info_nce_pulls_positives_and_pushes_the_closest_negative_hardest():
+  audio = jnp.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+  video = jnp.array([[0.0, 0.5], [0.6, 0.0], [3.0, 1.0]])
+  pairs = objectives.all_pairs(jnp.array([0, 1, 2]))
+  loss = lambda v: objectives.contrastive_pairs(audio, v, pairs, 1.0, normalize=False, loss='infonce',
+                                                temperature=1.0)['loss']
+  grad = jax.grad(loss)(video)
+  moved = video - 0.05 * grad
+  before, after = (np.asarray(objectives.pair_distance(audio[:, None], v[None])) for v in (video, moved))
+  assert (np.diag(after) < np.diag(before)).all()
+  # Video 1 lies 0.6 from audio 0, nearly as close as to its own audio (0.4): it is pushed away...
+  assert after[0, 1] > before[0, 1]
+  # ...and moves more than video 2, whose other audios lie 2.2 and more away (the softmax weighs them little).
+  assert float(jnp.linalg.norm(grad[1])) > float(jnp.linalg.norm(grad[2]))
+
+
+def test_unknown_contrastive_loss_is_a_clear_error():
+  pairs = objectives.all_pairs(jnp.array([0, 1]))
+  with pytest.raises(ValueError, match='Unknown contrastive loss'):
+    objectives.contrastive_pairs(jnp.ones((2, 3)), jnp.ones((2, 3)), pairs, 1.0, loss='triplet')

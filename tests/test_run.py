@@ -64,6 +64,17 @@ def test_unknown_config_key_and_variant_are_rejected():
   assert result.returncode != 0 and 'Unknown config variant' in result.stderr
 
 
+def test_pretrain_variants_pick_the_loss_and_fusion_finds_their_last_checkpoint():
+  default, margin = pretrain.get_config(None), pretrain.get_config('margin')
+  assert (default.contrastive.loss, default.workdir) == ('infonce', 'workdirs/pretrain')
+  assert (margin.contrastive.loss, margin.contrastive.negatives) == ('margin', 'mined')  # the paper's
+  assert margin.workdir == 'workdirs/pretrain_margin'
+  assert pretrain.get_config('smoke').train.num_epochs == 2
+  fine = fusion.get_config('smoke,pretrained')
+  assert fine.init_from == pretrain.get_config('smoke').workdir + '/checkpoints/latest'
+  assert tuple(fine.init_keys) == ('audio_encoder', 'video_encoder')
+
+
 class _Killed(Exception):
   pass
 

@@ -110,8 +110,8 @@ class _TinyPair(nn.Module):
     return jnp.concatenate([emb['audio'], emb['video']], -1)
 
 
-@pytest.mark.parametrize('negatives', ['mined', 'all'])
-def test_contrastive_step_pulls_each_clip_s_audio_and_video_together(negatives):
+@pytest.mark.parametrize('negatives,loss', [('mined', 'margin'), ('all', 'margin'), ('all', 'infonce')])
+def test_contrastive_step_pulls_each_clip_s_audio_and_video_together(negatives, loss):
   rng = np.random.default_rng(0)
   signal = rng.normal(size=(8, 5)).astype(np.float32)  # what a clip's audio and video share
   batch = {'audio': signal[:, :, None, None] + 0.1 * rng.normal(size=(8, 5, 1, 1)).astype(np.float32),
@@ -119,7 +119,7 @@ def test_contrastive_step_pulls_each_clip_s_audio_and_video_together(negatives):
            'label': np.array([0, 0, 1, 1, 2, 2, 3, 3])}
   state = train.create_state(_TinyPair(), batch, train.make_optimizer(_optim()), jax.random.key(0))
   step = train.make_contrastive_step(margin=1.5, normalize=True, center=True, hard_fraction=0.75,
-                                     negatives=negatives)
+                                     negatives=negatives, loss=loss, temperature=0.2)
   first = None
   for i in range(60):
     state, m = step(state, batch, jax.random.key(i))

@@ -39,6 +39,8 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.contrastive.super_hard_same_speaker = False  # super-hard negatives share the speaker too
   c.contrastive.negatives = 'mined'  # mined: one partner drawn per clip (the authors'); all: every other
                                      # clip of the batch, weighted: the same loss in expectation, less noise
+  c.contrastive.loss = 'margin'   # margin (the paper's) | infonce (softmax over the batch, not in the paper)
+  c.contrastive.temperature = 0.1  # infonce: logits are -d^2 / temperature
 
   c.corpus = ml_collections.ConfigDict()
   c.corpus.name = 'synthetic'     # synthetic | iemocap | emodb | ravdess | cremad
