@@ -72,7 +72,7 @@ _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (skip
 _LAYERS = flags.DEFINE_bool('layers', False, 'Time each paper conv layer (forward + backward) instead.')
 # The defaults of the run configs and the model classes.
 _CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
-                                 "'patches' or 'xla').")
+                                 "'fold2d', 'patches' or 'xla').")
 _POOL_IMPL = flags.DEFINE_string('pool_impl', 'slices', "Passed to get_model as pool_impl ('slices' or 'xla').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
@@ -135,7 +135,8 @@ def _recurrent(name: str) -> bool:
   return name in ('cnn_rnn', 'cnn_lstm', 'fusion')
 
 
-def _model_kwargs(name: str, quick: bool) -> dict[str, Any]:
+def _setting_kwargs() -> dict[str, Any]:
+  """The model options --conv_impl, --pool_impl and --dtype set (those left empty or float32 keep the default)."""
   kwargs = {}
   if _CONV_IMPL.value:
     kwargs['conv_impl'] = _CONV_IMPL.value
@@ -143,6 +144,11 @@ def _model_kwargs(name: str, quick: bool) -> dict[str, Any]:
     kwargs['pool_impl'] = _POOL_IMPL.value
   if _DTYPE.value != 'float32':
     kwargs['dtype'] = _DTYPE.value
+  return kwargs
+
+
+def _model_kwargs(name: str, quick: bool) -> dict[str, Any]:
+  kwargs = _setting_kwargs()
   if quick and _recurrent(name):
     kwargs['rnn_hidden'] = 8
   return kwargs
@@ -367,8 +373,7 @@ def _layer_cases(batch_size: int, steps: int, dtype: str) -> list[dict[str, Any]
     for impl in fastconv.IMPLS:
       if impl == 'fold2d' and len(kernel) != 3:
         continue
-      conv = {'xla': lax.conv_general_dilated, 'patches': fastconv.conv_patches, 'fft': fastconv.conv_fft,
-              'fold2d': fastconv.conv_fold2d}[impl]
+      conv = fastconv.conv_function(impl)
 
       def loss(x, w, conv=conv):
         y = conv(x, w, (1,) * len(kernel), pads, dimension_numbers=dn)
@@ -432,12 +437,7 @@ def _pipeline_case(quick: bool, steps: int) -> dict[str, Any]:
   config = fusion.get_config(variant)
   if _DATA_DIR.value:
     config.data.data_dir = _DATA_DIR.value
-  if _CONV_IMPL.value:
-    config.model.conv_impl = _CONV_IMPL.value
-  if _POOL_IMPL.value:
-    config.model.pool_impl = _POOL_IMPL.value
-  if _DTYPE.value != 'float32':
-    config.model.dtype = _DTYPE.value
+  config.model.update(_setting_kwargs())
   start = time.perf_counter()
   data = loader.load_data(config)  # builds the arrays on first use (minutes at the default size)
   load_s = time.perf_counter() - start

@@ -45,7 +45,7 @@ returns exactly what `nn.max_pool` does (gradients included, tested).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import functools
 import itertools
 import math
@@ -294,6 +294,14 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int], impl: 
   return x
 
 
+def conv_function(impl: str, fold: int | None = None) -> Callable[..., jax.Array]:
+  """The convolution of `impl`, with `lax.conv_general_dilated`'s signature (what `nn.Conv` calls)."""
+  if impl not in IMPLS:
+    raise ValueError(f'Unknown convolution impl {impl!r}; expected one of {IMPLS}.')
+  return {'xla': lax.conv_general_dilated, 'patches': functools.partial(conv_patches, fold=fold),
+          'fft': conv_fft, 'fold2d': conv_fold2d}[impl]
+
+
 def Conv(features: int, kernel_size: int | Sequence[int], padding: Any = 'SAME', *, impl: str = 'xla',
          fold: int | None = None, **kwargs) -> nn.Conv:  # pylint: disable=invalid-name
   """An `nn.Conv` (2D NHWC or 3D NDHWC) computed by `impl`.
@@ -311,8 +319,4 @@ def Conv(features: int, kernel_size: int | Sequence[int], padding: Any = 'SAME',
     The module; its parameters ('kernel' (*kernel_size, C_in, features), 'bias')
     and auto-generated name ('Conv_<i>') are those of `nn.Conv`.
   """
-  if impl not in IMPLS:
-    raise ValueError(f'Unknown convolution impl {impl!r}; expected one of {IMPLS}.')
-  conv = {'xla': None, 'patches': functools.partial(conv_patches, fold=fold), 'fft': conv_fft,
-          'fold2d': conv_fold2d}[impl]
-  return nn.Conv(features, kernel_size, padding=padding, conv_general_dilated=conv, **kwargs)
+  return nn.Conv(features, kernel_size, padding=padding, conv_general_dilated=conv_function(impl, fold), **kwargs)
