@@ -43,6 +43,8 @@ from typing import Any
 
 from absl import app, flags
 
+from emojax import host
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm', 'video3d', 'fusion')
 PAPER_SHAPES = {'audio': (200, 300, 3), 'video': (20, 60, 100, 3)}
@@ -70,9 +72,14 @@ _OUT = flags.DEFINE_string('out', 'benchmarks', 'Folder for benchmark.json and b
 _QUICK = flags.DEFINE_bool('quick', False, 'Tiny shapes and batch: checks the harness, times nothing useful.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (skipped when torch is absent).')
 _LAYERS = flags.DEFINE_bool('layers', False, 'Time each paper conv layer (forward + backward) instead.')
+_LAYER_NAMES = flags.DEFINE_list('layer_names', list(PAPER_LAYERS), 'With --layers: the layers to time.')
+_LAYER_IMPLS = flags.DEFINE_list(
+    'layer_impls', ['xla', 'patches', 'patches:2', 'fft', 'fold2d', 'fold2d+patches', 'fold2d+patches:2'],
+    "With --layers: the fastconv impls to time ('A+B': output and input gradient by A, kernel gradient by B; "
+    "fold2d only for the 3D layers).")
 # The defaults of the run configs and the model classes.
 _CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
-                                 "'fold2d', 'patches' or 'xla').")
+                                 "'fold2d', 'patches', 'patches:<fold>', 'xla' or 'A+B').")
 _POOL_IMPL = flags.DEFINE_string('pool_impl', 'slices', "Passed to get_model as pool_impl ('slices' or 'xla').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
@@ -364,14 +371,15 @@ def _layer_cases(batch_size: int, steps: int, dtype: str) -> list[dict[str, Any]
   from emojax.models import fastconv
 
   results = []
-  for layer, (shape, kernel, features, pads) in PAPER_LAYERS.items():
+  for layer in _LAYER_NAMES.value:
+    shape, kernel, features, pads = PAPER_LAYERS[layer]
     x = jax.random.normal(jax.random.key(0), (batch_size, *shape), dtype)
     w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], features), dtype) * 0.05
     spatial = 'DHW'[3 - len(kernel):]
     dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
     first = shape[-1] == 3  # the first layer needs no input gradient
-    for impl in fastconv.IMPLS:
-      if impl == 'fold2d' and len(kernel) != 3:
+    for impl in _LAYER_IMPLS.value:
+      if 'fold2d' in impl and len(kernel) != 3:
         continue
       conv = fastconv.conv_function(impl)
 
@@ -397,7 +405,8 @@ def _torch_layer_cases(batch_size: int, steps: int) -> list[dict[str, Any]]:
 
   torch.set_num_threads(usable_cores())
   results = []
-  for layer, (shape, kernel, features, pads) in PAPER_LAYERS.items():
+  for layer in _LAYER_NAMES.value:
+    shape, kernel, features, pads = PAPER_LAYERS[layer]
     conv_cls = torch.nn.Conv2d if len(kernel) == 2 else torch.nn.Conv3d
     for channels_last in (False, True):
       conv = conv_cls(shape[-1], features, kernel, padding=tuple(lo for lo, _ in pads))
@@ -594,7 +603,9 @@ def _peak_case() -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
   """CPU model, cores, nominal clock, and the theoretical float32 peak at that clock."""
-  info = {'cpu': platform.processor() or platform.machine(), 'cores': usable_cores(), 'nominal_ghz': None}
+  info = {'cpu': platform.processor() or platform.machine(), 'cores': usable_cores(), 'nominal_ghz': None,
+          # the allocator setting every child (emojax and torch alike) inherits: see emojax/host.py
+          'glibc_tunables': os.environ.get('GLIBC_TUNABLES', '')}
   try:
     with open('/proc/cpuinfo') as f:
       lines = f.read().splitlines()
@@ -622,7 +633,8 @@ def _run_worker(case: str, quick: bool, setting: tuple[str, str, str] | None = N
           '--quick' if quick else '--noquick', '--flops' if flops else '--noflops',
           f'--models={",".join(_MODELS.value)}', f'--torch_device={_TORCH_DEVICE.value}',
           f'--pipeline_workers={_PIPELINE_WORKERS.value}', f'--pipeline_epochs={_PIPELINE_EPOCHS.value}',
-          f'--data_dir={_DATA_DIR.value}', f'--shared_data={_SHARED_DATA.value}']
+          f'--data_dir={_DATA_DIR.value}', f'--shared_data={_SHARED_DATA.value}',
+          f'--layer_names={",".join(_LAYER_NAMES.value)}', f'--layer_impls={",".join(_LAYER_IMPLS.value)}']
   env = dict(os.environ)
   if _XLA_FLAGS.value:
     env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') + ' ' + _XLA_FLAGS.value).strip()
@@ -637,17 +649,23 @@ def _run_worker(case: str, quick: bool, setting: tuple[str, str, str] | None = N
 
 
 def parse_setting(text: str) -> tuple[str, str, str]:
-  """'fast' -> ('fast', 'slices', 'float32'); 'xla/xla:bfloat16' -> ('xla', 'xla', 'bfloat16')."""
+  """'fast' -> ('fast', 'slices', 'float32'); 'xla/xla:bfloat16' -> ('xla', 'xla', 'bfloat16');
+  'fold2d+patches:2' -> ('fold2d+patches:2', 'slices', 'float32') (a ':' that names no dtype is the impl's)."""
   from emojax.models import fastconv
 
-  impls, _, dtype = text.partition(':')
+  impls, dtype = text, 'float32'
+  for name in ('float32', 'bfloat16'):
+    if text.endswith(':' + name):
+      impls, dtype = text[:-len(name) - 1], name
   conv_impl, _, pool_impl = impls.partition('/')
-  dtype, pool_impl = dtype or 'float32', pool_impl or 'slices'
-  if (conv_impl not in ('fast', *fastconv.IMPLS) or pool_impl not in fastconv.POOL_IMPLS
-      or dtype not in ('float32', 'bfloat16')):
-    raise app.UsageError(f"Setting {text!r} is not conv_impl[/pool_impl][:dtype] with conv_impl among "
-                         f"{('fast', *fastconv.IMPLS)}, pool_impl among {fastconv.POOL_IMPLS} and dtype "
-                         "'float32' or 'bfloat16'.")
+  pool_impl = pool_impl or 'slices'
+  try:
+    fastconv.layer_impls(conv_impl, ())
+  except ValueError as error:
+    raise app.UsageError(f'Setting {text!r}: {error}') from None
+  if pool_impl not in fastconv.POOL_IMPLS:
+    raise app.UsageError(f"Setting {text!r} is not conv_impl[/pool_impl][:dtype] with pool_impl among "
+                         f"{fastconv.POOL_IMPLS} and dtype 'float32' or 'bfloat16'.")
   return conv_impl, pool_impl, dtype
 
 
@@ -672,7 +690,7 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
       f"{info['batch_size']}, shapes {info['shapes']}; XLA float32 matmul peak {_fmt(peak and peak / 1e9, '.0f')} "
       f"GFLOP/s" + ('' if accelerator else ', theoretical at nominal clock '
                     f"{_fmt(info.get('theoretical_peak_flops') and info['theoretical_peak_flops'] / 1e9, '.0f')} "
-                    'GFLOP/s') + '.',
+                    'GFLOP/s') + f"; GLIBC_TUNABLES={info.get('glibc_tunables') or 'none'} (both frameworks).",
       '',
       '| model | emojax samples/s | torch | torch channels_last | ratio vs torch | ratio vs channels_last | '
       'emojax setting (conv_impl/pool_impl:dtype) | compile s | compilations (total / in timed steps) | '
@@ -761,10 +779,11 @@ def latency_markdown(latency: dict[str, Any]) -> str:
 def layers_markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
   impls = list(dict.fromkeys(r['impl'] for r in results))
   lines = [f"Conv layer forward + backward, batch {info['batch_size']}, {info['dtype']}, ms per step "
-           f"(XLA_FLAGS={info['xla_flags'] or 'none'}); {info['cpu']}, {info['cores']} cores.", '',
+           f"(XLA_FLAGS={info['xla_flags'] or 'none'}, GLIBC_TUNABLES={info.get('glibc_tunables') or 'none'}); "
+           f"{info['cpu']}, {info['cores']} cores.", '',
            '| layer | ' + ' | '.join(impls) + ' | fastest emojax | its GFLOP/s (direct-conv FLOPs) |',
            '|' + '---|' * (len(impls) + 3)]
-  for layer in PAPER_LAYERS:
+  for layer in dict.fromkeys(r['layer'] for r in results):
     row = {r['impl']: r for r in results if r['layer'] == layer}
     ours = [r for r in row.values() if not r['impl'].startswith('torch') and r.get('ms')]
     best = min(ours, key=lambda r: r['ms']) if ours else {}
@@ -876,4 +895,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host.reexec_with_hugepages()
   app.run(main)

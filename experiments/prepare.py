@@ -24,7 +24,7 @@ import os
 
 from absl import app, flags
 
-from emojax import arrays, corpora, splits
+from emojax import arrays, corpora, host, splits
 from experiments.configs import common
 
 _CORPUS = flags.DEFINE_enum('corpus', None, sorted(corpora.READERS), 'Corpus reader.')
@@ -78,5 +78,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host.reexec_with_hugepages()
   flags.mark_flag_as_required('corpus')
   app.run(main)

@@ -19,9 +19,9 @@ PAPER_LAYERS = {
 }
 
 
-def _pair(layer, impl, fold=None):
+def _pair(layer, impl):
   shape, kernel, features, padding = layer
-  return fastconv.Conv(features, kernel, padding, impl=impl, fold=fold), jax.random.normal(
+  return fastconv.Conv(features, kernel, padding, impl=impl), jax.random.normal(
       jax.random.key(0), (2, *shape))
 
 
@@ -34,8 +34,8 @@ def _loss_and_grads(module, params, x):
 
 
 @pytest.mark.parametrize('name,impl', [(name, impl) for name in sorted(PAPER_LAYERS)
-                                       for impl in ('patches', 'fft', 'fold2d')
-                                       if impl != 'fold2d' or len(PAPER_LAYERS[name][1]) == 3])  # 3D only
+                                       for impl in ('patches', 'fft', 'fold2d', 'fold2d+patches', 'fft+patches:0')
+                                       if 'fold2d' not in impl or len(PAPER_LAYERS[name][1]) == 3])  # 3D only
 def test_fast_impls_match_nn_conv_forward_and_gradients(name, impl):
   reference = nn.Conv(PAPER_LAYERS[name][2], PAPER_LAYERS[name][1], padding=PAPER_LAYERS[name][3])
   patches, x = _pair(PAPER_LAYERS[name], impl)
@@ -52,12 +52,12 @@ def test_fast_impls_match_nn_conv_forward_and_gradients(name, impl):
     np.testing.assert_allclose(gp[key], gp_ref[key], rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize('fold', [1, 2, 3])
+@pytest.mark.parametrize('fold', [0, 1, 2, 3])
 def test_every_fold_of_a_3d_kernel_gives_the_same_result(fold):
   layer = PAPER_LAYERS['video2']
   reference, x = _pair(layer, 'xla')
   params = reference.init(jax.random.key(1), x)['params']
-  np.testing.assert_allclose(_pair(layer, 'patches', fold)[0].apply({'params': params}, x),
+  np.testing.assert_allclose(_pair(layer, f'patches:{fold}')[0].apply({'params': params}, x),
                              reference.apply({'params': params}, x), rtol=1e-4, atol=1e-4)
 
 
@@ -122,8 +122,9 @@ def test_default_fold_keeps_the_im2col_growth_bounded():
 
 
 def test_bad_arguments_are_rejected():
-  with pytest.raises(ValueError, match='impl'):
-    fastconv.Conv(4, (3, 3), impl='winograd')
+  for impl in ('winograd', 'fft:2', 'patches:two', 'fold2d+winograd', 'fold2d+patches+fft'):
+    with pytest.raises(ValueError, match='impl'):
+      fastconv.Conv(4, (3, 3), impl=impl)
   x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
   with pytest.raises(ValueError, match='fold'):
     fastconv.conv_patches(x, w, (1, 1), 'VALID', fold=3)
@@ -220,5 +221,24 @@ def test_fast_is_the_model_plan_and_anything_else_applies_to_every_layer(monkeyp
   assert fastconv.layer_impls('fast', ('fft', 'fold2d')) == ('xla', 'xla')
   monkeypatch.undo()
   assert fastconv.layer_impls('patches', ('fft', 'xla')) == ('patches', 'patches')
-  with pytest.raises(ValueError, match="expected 'fast'"):
+  assert fastconv.layer_impls('fold2d+patches:2', ('fft',)) == ('fold2d+patches:2',)
+  with pytest.raises(ValueError, match="'fast'"):
     fastconv.layer_impls('winograd', ('fft',))
+
+
+def test_split_takes_the_output_and_input_gradient_from_one_impl_and_the_kernel_gradient_from_the_other():
+  def doubled(*args, **kwargs):  # the same convolution, twice: tells whose gradient arrives
+    return 2 * lax.conv_general_dilated(*args, **kwargs)
+
+  x, w = jax.random.normal(jax.random.key(0), (2, 6, 7, 3)), jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+
+  def loss(conv):
+    return jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), 'SAME', dimension_numbers=dn))),
+                              argnums=(0, 1))(x, w)
+
+  plain, (gx, gw) = loss(lax.conv_general_dilated)
+  split, (split_gx, split_gw) = loss(fastconv.conv_split(lax.conv_general_dilated, doubled))
+  np.testing.assert_allclose(split, plain, rtol=1e-6)
+  np.testing.assert_allclose(split_gx, gx, rtol=1e-6)
+  np.testing.assert_allclose(split_gw, 2 * gw, rtol=1e-5, atol=1e-6)

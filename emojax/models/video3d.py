@@ -13,8 +13,10 @@ from emojax.models.cnn import scaled
 
 VIDEO_CHANNELS = (16, 32, 64, 128)
 POOL_WINDOW, POOL_STRIDES = (1, 3, 3), (1, 2, 2)
-# conv_impl='fast': per layer, the fastest measured on CPU (benchmarks/layers.md).
-VIDEO_FAST_CONVS = ('fold2d', 'fold2d', 'fold2d', 'patches')
+# conv_impl='fast': per layer, the fastest measured on CPU, whole training steps at batch 64 on 2 cores
+# (benchmarks/layers_video_b64.md has the layers alone). XLA's kernel gradient of the folded 2D conv was
+# 2-6x slower than im2col + matmul, hence the split '+patches' kernel gradients.
+VIDEO_FAST_CONVS = ('fold2d+patches:2', 'fold2d+patches', 'patches:2', 'patches:2')
 
 
 def video_feature_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
