@@ -111,6 +111,15 @@ def test_single_clip_latency(report):
 
 
 def test_bad_setting_is_a_usage_error():
-  for bad in ('winograd', 'fft/avg', 'fast:float16'):
+  for bad in ('winograd', 'fft/avg', 'fast:float16', 'fold2d+patches:x'):
     result = _benchmark('--quick', f'--settings={bad}', '--out=/nonexistent')
-    assert result.returncode != 0 and 'conv_impl[/pool_impl][:dtype]' in result.stderr
+    assert result.returncode != 0 and f"Setting '{bad}'" in result.stderr
+
+
+def test_settings_parse_split_impls_folds_and_dtypes():
+  from experiments import benchmark
+
+  assert benchmark.parse_setting('fast') == ('fast', 'slices', 'float32')
+  assert benchmark.parse_setting('xla/xla:bfloat16') == ('xla', 'xla', 'bfloat16')
+  assert benchmark.parse_setting('fold2d+patches:2') == ('fold2d+patches:2', 'slices', 'float32')
+  assert benchmark.parse_setting('patches:2/xla:bfloat16') == ('patches:2', 'xla', 'bfloat16')

@@ -1,6 +1,6 @@
 """Faster CPU formulations of the paper's convolutions and max-pools, drop-ins for Flax's.
 
-Three ways to compute a convolution, chosen per layer (`conv_impl`):
+Ways to compute a convolution, chosen per layer (`conv_impl`):
 - 'xla': `lax.conv_general_dilated`. Fast on CPU for the forward and input
   gradient of small kernels, but its kernel gradient is 20-40x slower than the
   forward for the large audio kernels (12x16, 8x12).
@@ -12,8 +12,11 @@ Three ways to compute a convolution, chosen per layer (`conv_impl`):
   offsets of the kernel are gathered into the channels (3x the input), time
   joins the batch. XLA's CPU 2D convolution (YNNPACK) is much faster than its
   3D one; measured 1.4-2x faster than 'fft' and 'patches' on the first three
-  video layers.
-- 'patches': im2col + matmuls (`conv_patches`, below).
+  video layers (batch 8, one core; its kernel gradient is split off, below).
+- 'patches': im2col + matmuls (`conv_patches`, below); 'patches:<fold>' fixes its fold.
+- 'A+B' (`conv_split`): output and input gradient by A, kernel gradient by B.
+  XLA's CPU kernel gradient of fold2d is its slow part (8-20 GFLOP/s at batch 64),
+  im2col + one matmul computes it 2-6x faster: 'fold2d+patches'.
 'fast' picks, per layer, the one each model measured fastest on CPU, and 'xla'
 on GPU and TPU, where XLA calls the vendor's convolutions (`layer_impls`).
 
