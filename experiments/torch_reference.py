@@ -48,7 +48,7 @@ class AudioConvs(nn.Module):
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     for conv in self.convs:
-      x = F.max_pool2d(F.relu(conv(x)), 2)  # floor mode, as Flax's VALID max_pool
+      x = F.relu(F.max_pool2d(conv(x), 2))  # floor mode, as Flax's VALID max_pool; pooled before the ReLU, as emojax
     return x
 
 
@@ -146,9 +146,10 @@ class Video3D(nn.Module):
   def embed(self, video: torch.Tensor) -> torch.Tensor:
     x = video
     for i, conv in enumerate(self.convs):
-      x = F.relu(conv(x))
-      if i < 3:
+      x = conv(x)
+      if i < 3:  # max-pool then ReLU, as emojax: the same values as the paper's ReLU then pool, less work
         x = F.max_pool3d(x, (1, 3, 3), (1, 2, 2))
+      x = F.relu(x)
     x = F.relu(self.fc(_flatten_channels_last(x)))
     return self.fc_embed(self.drop(x))
 

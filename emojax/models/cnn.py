@@ -57,7 +57,8 @@ class AudioConvStack(nn.Module):
                         impl=impl, dtype=self.dtype)(x)
       if self.batchnorm:
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
-      x = fastconv.max_pool(nn.relu(x), (2, 2), (2, 2), self.pool_impl)  # floor mode, as PyTorch's MaxPool2d
+      # floor mode, as PyTorch's MaxPool2d; pool then ReLU: the values of ReLU then pool, on a quarter of the elements
+      x = nn.relu(fastconv.max_pool(x, (2, 2), (2, 2), self.pool_impl))
     return x
 
 

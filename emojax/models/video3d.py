@@ -70,9 +70,9 @@ class Video3D(nn.Module):
       x = conv(x)
       if self.norms:
         x = self.norms[i](x, use_running_average=not train)
-      x = nn.relu(x)
-      if i < 3:
+      if i < 3:  # max-pool then ReLU: the same values as ReLU then pool, on a quarter of the elements
         x = fastconv.max_pool(x, POOL_WINDOW, POOL_STRIDES, self.pool_impl)
+      x = nn.relu(x)
     x = nn.relu(self.fc(x.reshape(x.shape[0], -1)))
     return self.fc_embed(self.drop(x, deterministic=not train))
 
