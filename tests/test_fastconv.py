@@ -203,7 +203,7 @@ def test_fft_sizes_are_the_next_5_smooth_numbers():
 def test_slices_max_pool_matches_nn_max_pool_values_and_gradients(shape, window, strides):
   x = jax.random.normal(jax.random.key(0), shape)
 
-  def loss(x, impl):  # as the models use it: after a ReLU, whose zeros tie
+  def loss(x, impl):  # after a ReLU, whose zeros tie: the hardest case (the models pool before theirs)
     return jnp.sum(jnp.sin(fastconv.max_pool(nn.relu(x), window, strides, impl)))
 
   y, y_ref = (fastconv.max_pool(x, window, strides, impl) for impl in ('slices', 'xla'))
