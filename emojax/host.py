@@ -41,7 +41,8 @@ def hugepages_supported() -> bool:
 def reexec_with_hugepages() -> None:
   """Replaces this process with the same command plus GLIBC_TUNABLES=glibc.malloc.hugetlb=1, once.
 
-  Call it first thing in an entry point's `__main__` block (never from a
+  Call it from an entry point, under `if __name__ == '__main__':` and before
+  its heavy imports, which would otherwise run in both processes (never from a
   library or a notebook). Does nothing where unsupported, when the tunable is
   already set (the user's setting wins, e.g. glibc.malloc.hugetlb=0), or when
   EMOJAX_HUGEPAGES=0.

@@ -47,6 +47,7 @@ from emojax import host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm', 'video3d', 'fusion')
+DTYPES = ('float32', 'bfloat16')
 PAPER_SHAPES = {'audio': (200, 300, 3), 'video': (20, 60, 100, 3)}
 QUICK_SHAPES = {'audio': (24, 32, 3), 'video': (10, 46, 50, 3)}
 NUM_CLASSES = 4
@@ -81,7 +82,7 @@ _LAYER_IMPLS = flags.DEFINE_list(
 _CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
                                  "'fold2d', 'patches', 'patches:<fold>', 'xla' or 'A+B').")
 _POOL_IMPL = flags.DEFINE_string('pool_impl', 'slices', "Passed to get_model as pool_impl ('slices' or 'xla').")
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype (layers; models: '
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', list(DTYPES), 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '', 'XLA_FLAGS for the JAX children.')
 _SETTINGS = flags.DEFINE_list(
@@ -654,7 +655,7 @@ def parse_setting(text: str) -> tuple[str, str, str]:
   from emojax.models import fastconv
 
   impls, dtype = text, 'float32'
-  for name in ('float32', 'bfloat16'):
+  for name in DTYPES:
     if text.endswith(':' + name):
       impls, dtype = text[:-len(name) - 1], name
   conv_impl, _, pool_impl = impls.partition('/')
@@ -665,7 +666,7 @@ def parse_setting(text: str) -> tuple[str, str, str]:
     raise app.UsageError(f'Setting {text!r}: {error}') from None
   if pool_impl not in fastconv.POOL_IMPLS:
     raise app.UsageError(f"Setting {text!r} is not conv_impl[/pool_impl][:dtype] with pool_impl among "
-                         f"{fastconv.POOL_IMPLS} and dtype 'float32' or 'bfloat16'.")
+                         f"{fastconv.POOL_IMPLS} and dtype among {DTYPES}.")
   return conv_impl, pool_impl, dtype
 
 

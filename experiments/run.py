@@ -12,11 +12,17 @@ import json
 import os
 import sys
 
+from emojax import host
+
+if __name__ == '__main__':
+  host.reexec_with_hugepages()  # before the imports below (6 s), which would otherwise run in both processes
+
+# pylint: disable=wrong-import-position
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import host, loader, models, train
+from emojax import loader, models, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:variant].',
                                           lock_config=True)
@@ -71,7 +77,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  host.reexec_with_hugepages()
   sys.argv = resolve_config_path(sys.argv)
   flags.mark_flag_as_required('config')
   app.run(main)
