@@ -238,7 +238,8 @@ def test_split_takes_the_output_and_input_gradient_from_one_impl_and_the_kernel_
                               argnums=(0, 1))(x, w)
 
   plain, (gx, gw) = loss(lax.conv_general_dilated)
-  split, (split_gx, split_gw) = loss(fastconv.conv_split(lax.conv_general_dilated, doubled))
+  split, (split_gx, split_gw) = loss(fastconv.conv_split(lax.conv_general_dilated,
+                                                         fastconv.autodiff_kernel_gradient(doubled)))
   np.testing.assert_allclose(split, plain, rtol=1e-6)
   np.testing.assert_allclose(split_gx, gx, rtol=1e-6)
   np.testing.assert_allclose(split_gw, 2 * gw, rtol=1e-5, atol=1e-6)
@@ -258,3 +259,28 @@ def test_pooling_before_the_relu_gives_the_values_and_gradients_of_relu_then_poo
 
   np.testing.assert_allclose(ours(x), paper(x), rtol=1e-6)
   np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(paper)(x), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('shape,window,padding,strides,dilation,fold', [
+    ((2, 9, 11, 3), (3, 4), 'SAME', (1, 1), (1, 1), 1),
+    ((2, 9, 11, 3), (3, 4), ((2, 1), (0, 3)), (2, 3), (1, 2), 2),
+    ((2, 9, 11, 3), (3, 4), 'VALID', (1, 1), (2, 1), 0),
+    ((2, 5, 6, 7, 4), (3, 2, 3), ((1, 1), (0, 1), (2, 0)), (1, 1, 1), (1, 1, 1), 2),
+    ((2, 5, 6, 7, 4), (3, 3, 3), 'VALID', (1, 2, 1), (1, 1, 1), 3),
+])
+def test_written_out_patches_kernel_gradient_equals_autodiffs(shape, window, padding, strides, dilation, fold,
+                                                              monkeypatch):
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (*window, shape[-1], 5))
+  spatial = 'DHW'[3 - len(window):]
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  args = (strides, padding)
+  kwargs = {'rhs_dilation': dilation, 'dimension_numbers': dn}
+  y, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, *args, **kwargs, precision=lax.Precision.HIGHEST), w)
+  dy = jax.random.normal(jax.random.key(2), y.shape)
+  want = vjp(dy)[0]
+  got = fastconv.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  monkeypatch.setattr(fastconv, 'MAX_IM2COL_BYTES', 1)  # one chunk per batch row, summed
+  np.testing.assert_allclose(fastconv.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold), want,
+                             rtol=1e-4, atol=1e-4)

@@ -14,11 +14,17 @@ Ways to compute a convolution, chosen per layer (`conv_impl`):
   3D one; measured 1.4-2x faster than 'fft' and 'patches' on the first three
   video layers (batch 8, one core; its kernel gradient is split off, below).
 - 'patches': im2col + matmuls (`conv_patches`, below); 'patches:<fold>' fixes its fold.
+- 'native': direct C++ kernels through the XLA FFI (`native_conv`), CPU only,
+  built on first use. On the video layers at batch 64 on two cores they ran the
+  forward and kernel gradient at 80-200 GFLOP/s; the video network's training
+  step went 1.9x faster than with the best of the formulations above.
 - 'A+B' (`conv_split`): output and input gradient by A, kernel gradient by B.
   XLA's CPU kernel gradient of fold2d is its slow part (8-20 GFLOP/s at batch 64),
-  im2col + one matmul computes it 2-6x faster: 'fold2d+patches'.
-'fast' picks, per layer, the one each model measured fastest on CPU, and 'xla'
-on GPU and TPU, where XLA calls the vendor's convolutions (`layer_impls`).
+  im2col + one matmul computes it 2-6x faster: 'fold2d+patches'. A 'patches' B
+  is written out (`patches_kernel_gradient`), 1.2-1.6x faster than its autodiff.
+'fast' picks, per layer, the one each model measured fastest on CPU (with an
+XLA-only plan where 'native' cannot be built), and 'xla' on GPU and TPU, where
+XLA calls the vendor's convolutions (`layer_impls`).
 
 Max-pooling (`max_pool`, `pool_impl='slices'`) is a max over strided slices,
 one window axis at a time: its gradient is element-wise selects and pads,
@@ -59,7 +65,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-IMPLS = ('xla', 'patches', 'fft', 'fold2d')
+from emojax.models import native_conv
+
+IMPLS = ('xla', 'patches', 'fft', 'fold2d', 'native')
 POOL_IMPLS = ('xla', 'slices')
 # Fold trailing kernel axes into the contraction while the im2col tensor stays at most
 # this many times the input: 3x3x3 folds whole (27), 12x16 folds only the 16 (measured best).
@@ -119,6 +127,34 @@ def _num_chunks(batch: int, im2col_bytes: int) -> int:
   return next(n for n in range(min(needed, batch), batch + 1) if batch % n == 0)
 
 
+def _patches_geometry(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation, rhs_dilation,
+                      dimension_numbers, feature_group_count: int, fold: int | None):
+  """Checks `conv_patches`' arguments; returns (padded input, strides, dilation, fold, batch chunks)."""
+  rank = lhs.ndim - 2
+  spatial = 'DHW'[3 - rank:]
+  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
+    raise ValueError(f'conv_patches needs channels-last inputs and kernels; got {dimension_numbers}.')
+  if any(d != 1 for d in (lhs_dilation or ())) or feature_group_count != 1:
+    raise ValueError('conv_patches supports neither input dilation nor feature groups.')
+  window = rhs.shape[:rank]
+  fold = default_fold(window) if fold is None else fold
+  if not 0 <= fold <= rank:
+    raise ValueError(f'fold must be in [0, {rank}] for a {rank}-D kernel; got {fold}.')
+  strides = tuple(window_strides or (1,) * rank)
+  dilation = tuple(rhs_dilation or (1,) * rank)
+  if isinstance(padding, str):
+    dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, strides, padding)
+  x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  lead = rank - fold
+  out_trailing = [(n - (k - 1) * d - 1) // s + 1
+                  for n, k, d, s in zip(x.shape[1 + lead:-1], window[lead:], dilation[lead:], strides[lead:])]
+  im2col_bytes = (x.shape[0] * math.prod(x.shape[1:1 + lead]) * math.prod(out_trailing)
+                  * math.prod(window[lead:]) * x.shape[-1] * x.dtype.itemsize)
+  return x, strides, dilation, fold, _num_chunks(x.shape[0], im2col_bytes)
+
+
 def conv_patches(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
                  padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
                  rhs_dilation: Sequence[int] | None = None,
@@ -137,35 +173,58 @@ def conv_patches(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] |
   Returns:
     (N, *out_spatial, C_out), equal to `lax.conv_general_dilated` up to float rounding.
   """
-  rank = lhs.ndim - 2
-  spatial = 'DHW'[3 - rank:]
-  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
-    raise ValueError(f'conv_patches needs channels-last inputs and kernels; got {dimension_numbers}.')
-  if any(d != 1 for d in (lhs_dilation or ())) or feature_group_count != 1:
-    raise ValueError('conv_patches supports neither input dilation nor feature groups.')
-  window = rhs.shape[:rank]
-  fold = default_fold(window) if fold is None else fold
-  if not 0 <= fold <= rank:
-    raise ValueError(f'fold must be in [0, {rank}] for a {rank}-D kernel; got {fold}.')
-  strides = tuple(window_strides or (1,) * rank)
-  dilation = tuple(rhs_dilation or (1,) * rank)
-  if isinstance(padding, str):
-    dilated = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
-    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, strides, padding)
-  x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  x, strides, dilation, fold, chunks = _patches_geometry(lhs, rhs, window_strides, padding, lhs_dilation,
+                                                         rhs_dilation, dimension_numbers, feature_group_count, fold)
   conv = functools.partial(conv_patches_padded, strides=strides, dilation=dilation, fold=fold, precision=precision)
-  lead = rank - fold
-  out_trailing = [(n - (k - 1) * d - 1) // s + 1
-                  for n, k, d, s in zip(x.shape[1 + lead:-1], window[lead:], dilation[lead:], strides[lead:])]
-  im2col_bytes = (x.shape[0] * math.prod(x.shape[1:1 + lead]) * math.prod(out_trailing)
-                  * math.prod(window[lead:]) * x.shape[-1] * x.dtype.itemsize)
-  chunks = _num_chunks(x.shape[0], im2col_bytes)
   if chunks == 1:
     return conv(x, rhs)
   chunk = jax.checkpoint(lambda xc: conv(xc, rhs))
   y = lax.map(chunk, x.reshape(chunks, -1, *x.shape[1:]))
   return y.reshape(-1, *y.shape[2:])
+
+
+def patches_kernel_gradient_padded(x: jax.Array, dy: jax.Array, window: Sequence[int], strides: Sequence[int],
+                                   dilation: Sequence[int], fold: int, precision: Any = None) -> jax.Array:
+  """The kernel gradient (*window, C_in, C_out) of `conv_patches_padded`, given its output cotangent dy.
+
+  The same im2col slab as the forward pass, contracted with dy over every
+  position: one (C_out, M) x (M, fold's offsets * C_in) matmul per offset of the
+  leading kernel axes. dy is transposed once, so that each matmul is a plain
+  row-major product: XLA's CPU dot contracting both operands over their leading
+  (position) axis, which autodiff of the forward pass gives, measured 1.3-1.7x slower.
+  """
+  rank = len(window)
+  lead = rank - fold
+  out_spatial = dy.shape[1:-1]
+  views = [_strided_view(x, 1 + lead, [o * d for o, d in zip(offset, dilation[lead:])], out_spatial[lead:],
+                         strides[lead:])
+           for offset in itertools.product(*(range(k) for k in window[lead:]))]
+  slab = jnp.concatenate(views, axis=-1) if len(views) > 1 else views[0]
+  dy_t = dy.reshape(-1, dy.shape[-1]).T
+  grads = []
+  for offset in itertools.product(*(range(k) for k in window[:lead])):
+    view = _strided_view(slab, 1, [o * d for o, d in zip(offset, dilation)], out_spatial[:lead], strides[:lead])
+    grads.append(lax.dot(dy_t, view.reshape(-1, view.shape[-1]), precision=precision))
+  grad = jnp.stack(grads).reshape(*window[:lead], dy.shape[-1], *window[lead:], x.shape[-1])
+  return jnp.moveaxis(grad, lead, -1)
+
+
+def patches_kernel_gradient(lhs: jax.Array, rhs: jax.Array, dy: jax.Array, window_strides: Sequence[int] | None,
+                            padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                            rhs_dilation: Sequence[int] | None = None,
+                            dimension_numbers: lax.ConvDimensionNumbers | None = None, feature_group_count: int = 1,
+                            precision: Any = None, *, fold: int | None = None) -> jax.Array:
+  """The gradient with respect to rhs of `conv_patches(lhs, rhs, ...)` for the output cotangent dy, written out
+  (`patches_kernel_gradient_padded`) rather than by autodiff; a large batch is summed over in chunks."""
+  x, strides, dilation, fold, chunks = _patches_geometry(lhs, rhs, window_strides, padding, lhs_dilation,
+                                                         rhs_dilation, dimension_numbers, feature_group_count, fold)
+  grad = functools.partial(patches_kernel_gradient_padded, window=rhs.shape[:-2], strides=strides,
+                           dilation=dilation, fold=fold, precision=precision)
+  if chunks == 1:
+    return grad(x, dy).astype(rhs.dtype)
+  total, _ = lax.scan(lambda total, chunk: (total + grad(*chunk), None), jnp.zeros(rhs.shape, jnp.promote_types(dy.dtype, jnp.float32)),
+                      (x.reshape(chunks, -1, *x.shape[1:]), dy.reshape(chunks, -1, *dy.shape[1:])))
+  return total.astype(rhs.dtype)
 
 
 def _fft_size(n: int) -> int:
@@ -260,11 +319,19 @@ def conv_fold2d(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | 
   return y.reshape(batch, out[0], *y.shape[1:])
 
 
-def layer_impls(conv_impl: str, fast: Sequence[str]) -> tuple[str, ...]:
+def layer_impls(conv_impl: str, fast: Sequence[str], without_native: Sequence[str] | None = None) -> tuple[str, ...]:
   """One convolution impl per layer: for 'fast', the model's plan `fast` (measured on CPU) on a CPU and
-  'xla' on a GPU or TPU (cuDNN's and the TPU's own convolutions); else `conv_impl` for all."""
+  'xla' on a GPU or TPU (cuDNN's and the TPU's own convolutions); else `conv_impl` for all.
+
+  A `fast` plan that names 'native' falls back to `without_native` where the
+  native kernels cannot be built (no C++ compiler: `native_conv.available()`).
+  """
   if conv_impl == 'fast':
-    return tuple(fast) if jax.default_backend() == 'cpu' else ('xla',) * len(fast)
+    if jax.default_backend() != 'cpu':
+      return ('xla',) * len(fast)
+    if without_native is not None and any('native' in impl for impl in fast) and not native_conv.available():
+      return tuple(without_native)
+    return tuple(fast)
   try:
     conv_function(conv_impl)  # a clear error for an unknown impl, before any layer is built
   except ValueError as error:
@@ -299,11 +366,21 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int], impl: 
   return x
 
 
-def conv_split(forward: Callable[..., jax.Array], kernel_grad: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-  """A convolution whose output and input gradient are `forward`'s and whose kernel gradient is `kernel_grad`'s.
+def autodiff_kernel_gradient(conv: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """The kernel gradient of the convolution `conv` by autodiff, as a function (lhs, rhs, dy, *conv args)."""
+  def kernel_gradient(lhs: jax.Array, rhs: jax.Array, dy: jax.Array, *args, **kwargs) -> jax.Array:
+    # The vjp's unused primal output is dead code that XLA removes.
+    return jax.vjp(lambda w: conv(lhs, w, *args, **kwargs), rhs)[1](dy)[0]
+  return kernel_gradient
 
-  Both take `lax.conv_general_dilated`'s arguments and compute the same
-  convolution, so the result equals either one's; only the speed differs.
+
+def conv_split(forward: Callable[..., jax.Array], kernel_gradient: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """A convolution whose output and input gradient are `forward`'s and whose kernel gradient is `kernel_gradient`'s.
+
+  `forward` takes `lax.conv_general_dilated`'s arguments; `kernel_gradient` takes
+  (lhs, rhs, dy, *the same arguments) and returns the gradient with respect to rhs
+  of the same convolution for the output cotangent dy (`patches_kernel_gradient`,
+  or `autodiff_kernel_gradient(conv)` for any other). Only the speed differs.
   XLA's CPU kernel gradient of the folded 2D convolution runs at 8-20 GFLOP/s on
   the video layers, where im2col + one matmul reaches 30-60.
   """
@@ -320,11 +397,9 @@ def conv_split(forward: Callable[..., jax.Array], kernel_grad: Callable[..., jax
 
     def split_bwd(residuals, dy):
       x, w = residuals
-      # Each vjp's unused primal output is dead code that XLA removes, as is the input gradient
-      # of a first layer (its input is data).
+      # The input gradient of a first layer (its input is data) is dead code that XLA removes.
       dx = jax.vjp(lambda x: output(x, w), x)[1](dy)[0]
-      dw = jax.vjp(lambda w: kernel_grad(x, w, *args, **kwargs), w)[1](dy)[0]
-      return dx, dw
+      return dx, kernel_gradient(x, w, dy, *args, **kwargs)
 
     split.defvjp(split_fwd, split_bwd)
     return split(lhs, rhs)
@@ -332,26 +407,40 @@ def conv_split(forward: Callable[..., jax.Array], kernel_grad: Callable[..., jax
   return conv
 
 
-def _single_conv_function(impl: str) -> Callable[..., jax.Array]:
+def _parse_impl(impl: str) -> tuple[str, int | None]:
   name, _, fold = impl.partition(':')
   if name not in IMPLS or (fold and (name != 'patches' or not fold.isdigit())):
     raise ValueError(f"Unknown convolution impl {impl!r}; expected one of {IMPLS}, 'patches:<fold>' "
                      "or '<impl>+<impl>' (output and input gradient + kernel gradient).")
-  return {'xla': lax.conv_general_dilated, 'patches': functools.partial(conv_patches, fold=int(fold) if fold else None),
-          'fft': conv_fft, 'fold2d': conv_fold2d}[name]
+  return name, int(fold) if fold else None
+
+
+def _single_conv_function(impl: str) -> Callable[..., jax.Array]:
+  name, fold = _parse_impl(impl)
+  return {'xla': lax.conv_general_dilated, 'patches': functools.partial(conv_patches, fold=fold),
+          'fft': conv_fft, 'fold2d': conv_fold2d, 'native': native_conv.conv_native}[name]
+
+
+def _kernel_gradient_function(impl: str) -> Callable[..., jax.Array]:
+  name, fold = _parse_impl(impl)
+  if name == 'patches':
+    return functools.partial(patches_kernel_gradient, fold=fold)
+  return autodiff_kernel_gradient(_single_conv_function(impl))
 
 
 def conv_function(impl: str) -> Callable[..., jax.Array]:
   """The convolution of `impl`, with `lax.conv_general_dilated`'s signature (what `nn.Conv` calls).
 
   `impl` is one of IMPLS; 'patches:<fold>' fixes the fold of `conv_patches`; 'A+B'
-  computes the output and input gradient by A and the kernel gradient by B (`conv_split`).
+  computes the output and input gradient by A and the kernel gradient by B
+  (`conv_split`; a 'patches' B by `patches_kernel_gradient`, written out, any other by autodiff).
   """
   parts = impl.split('+')
   if len(parts) > 2:
     raise ValueError(f'A convolution impl names at most two parts (output + kernel gradient); got {impl!r}.')
-  functions = [_single_conv_function(part) for part in parts]
-  return functions[0] if len(functions) == 1 else conv_split(*functions)
+  if len(parts) == 1:
+    return _single_conv_function(impl)
+  return conv_split(_single_conv_function(parts[0]), _kernel_gradient_function(parts[1]))
 
 
 def Conv(features: int, kernel_size: int | Sequence[int], padding: Any = 'SAME', *, impl: str = 'xla',

@@ -13,10 +13,12 @@ from emojax.models.cnn import scaled
 
 VIDEO_CHANNELS = (16, 32, 64, 128)
 POOL_WINDOW, POOL_STRIDES = (1, 3, 3), (1, 2, 2)
-# conv_impl='fast': per layer, the fastest measured on CPU, whole training steps at batch 64 on 2 cores
-# (benchmarks/layers_video_b64.md has the layers alone). XLA's kernel gradient of the folded 2D conv was
-# 2-6x slower than im2col + matmul, hence the split '+patches' kernel gradients.
-VIDEO_FAST_CONVS = ('fold2d+patches:2', 'fold2d+patches', 'patches:2', 'patches:2')
+# conv_impl='fast' on CPU: the native C++ kernels (fastconv's 'native'), measured 1.9x faster than the best
+# XLA-only plan in whole training steps at batch 64 on 2 cores (benchmarks/layers_video_b64.md has the
+# layers alone). Where they cannot be built (no C++ compiler), the fastest XLA-only plan: XLA's kernel
+# gradient of the folded 2D conv was 2-6x slower than im2col + matmul, hence the split '+patches' ones.
+VIDEO_FAST_CONVS = ('native', 'native', 'native', 'native')
+VIDEO_XLA_CONVS = ('fold2d+patches:2', 'fold2d+patches', 'patches:2', 'patches:2')
 
 
 def video_feature_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -51,7 +53,7 @@ class Video3D(nn.Module):
   pool_impl: str = 'slices'
 
   def setup(self):
-    impls = fastconv.layer_impls(self.conv_impl, VIDEO_FAST_CONVS)
+    impls = fastconv.layer_impls(self.conv_impl, VIDEO_FAST_CONVS, VIDEO_XLA_CONVS)
     self.convs = [fastconv.Conv(scaled(c, self.width), (3, 3, 3), 'VALID', impl=impl, dtype=self.dtype)
                   for c, impl in zip(VIDEO_CHANNELS, impls)]
     self.norms = [nn.BatchNorm(dtype=self.dtype) for _ in VIDEO_CHANNELS] if self.batchnorm else None

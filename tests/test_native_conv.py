@@ -1,0 +1,108 @@
+"""fastconv's 'native' convolutions (C++ kernels through the XLA FFI) compute what lax.conv does."""
+import shutil
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emojax.models import fastconv, native_conv, video3d
+
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which('c++') or shutil.which('g++') or shutil.which('clang++')),
+    reason='no C++ compiler on this machine to build emojax/models/native_conv.cc')
+
+CASES = [  # (x shape, kernel window, C_out, padding)
+    ((2, 5, 9, 11, 3), (3, 3, 3), 16, 'VALID'),  # the first video layer: 3 input channels
+    ((3, 4, 7, 8, 16), (3, 3, 3), 32, 'VALID'),  # 3 batch rows x 2 times: more rows than threads
+    ((1, 4, 5, 6, 32), (3, 3, 3), 64, ((1, 1), (0, 2), (2, 0))),
+    ((2, 4, 5, 30, 8), (2, 3, 2), 5, 'SAME'),  # channels that are no multiple of 16; a row longer than a tile
+    ((2, 4, 4, 4, 64), (3, 3, 3), 128, 'VALID'),
+    ((2, 9, 13, 3), (5, 7), 24, 'SAME'),  # 2D: depth 1
+]
+
+
+def _reference(x, w, padding):
+  spatial = 'DHW'[5 - x.ndim:]
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  return lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn,
+                                  precision=lax.Precision.HIGHEST)
+
+
+def _native(x, w, padding):
+  spatial = 'DHW'[5 - x.ndim:]
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  return native_conv.conv_native(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn)
+
+
+@needs_compiler
+@pytest.mark.parametrize('shape,window,features,padding', CASES)
+def test_native_matches_lax_conv_values_and_gradients(shape, window, features, padding):
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (*window, shape[-1], features)) * 0.2
+
+  def loss(conv):
+    return jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, padding))), argnums=(0, 1))
+
+  y, y_ref = jax.jit(_native, static_argnums=2)(x, w, padding), _reference(x, w, padding)
+  assert y.shape == y_ref.shape and y.dtype == jnp.float32
+  # float32 sums of up to 864 products, in another order than XLA's
+  np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+  (l, (gx, gw)), (l_ref, (gx_ref, gw_ref)) = jax.jit(loss(_native))(x, w), loss(_reference)(x, w)
+  np.testing.assert_allclose(l, l_ref, rtol=1e-4)
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(gw, gw_ref, rtol=1e-4, atol=1e-3)
+
+
+@needs_compiler
+def test_native_conv_module_is_an_nn_conv_and_keeps_bfloat16():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 7, 3))
+  module, reference = fastconv.Conv(16, (3, 3, 3), 'VALID', impl='native'), nn.Conv(16, (3, 3, 3), padding='VALID')
+  params = reference.init(jax.random.key(1), x)['params']
+  np.testing.assert_allclose(module.apply({'params': params}, x), reference.apply({'params': params}, x),
+                             rtol=1e-5, atol=1e-5)
+  y = fastconv.Conv(16, (3, 3, 3), 'VALID', impl='native', dtype=jnp.bfloat16).apply(
+      {'params': params}, x.astype(jnp.bfloat16))
+  assert y.dtype == jnp.bfloat16
+
+
+@needs_compiler
+def test_independent_native_convs_in_one_program_run_concurrently_without_deadlock():
+  # XLA may run independent custom calls at once on its thread pool; each waits only for rows it hands out.
+  xs = [jax.random.normal(jax.random.key(i), (4, 5, 8, 9, 16)) for i in range(4)]
+  w = jax.random.normal(jax.random.key(9), (3, 3, 3, 16, 16)) * 0.1
+  ys = jax.jit(lambda xs, w: [_native(x, w, 'VALID') for x in xs])(xs, w)
+  for x, y in zip(xs, ys):
+    np.testing.assert_allclose(y, _reference(x, w, 'VALID'), rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch):
+  monkeypatch.setenv('EMOJAX_CACHE', str(tmp_path))
+  library = native_conv.build()
+  assert library.parent == tmp_path / 'native' and library.exists()
+  built_at = library.stat().st_mtime_ns
+  assert native_conv.build() == library and library.stat().st_mtime_ns == built_at
+  assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
+
+
+def test_without_a_compiler_the_error_says_so_and_the_fast_plan_falls_back(monkeypatch):
+  monkeypatch.setenv('CXX', '/nonexistent/c++')
+  with pytest.raises(native_conv.NativeUnavailable, match='does not run'):
+    native_conv.build()
+  monkeypatch.setattr(native_conv, 'available', lambda: False)
+  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_XLA_CONVS
+  assert fastconv.layer_impls('fast', ('fft', 'xla'), ('xla', 'xla')) == ('fft', 'xla')  # names no native
+
+
+def test_unsupported_convolutions_are_rejected_with_a_clear_error():
+  x, w = jnp.ones((1, 4, 5, 6, 3)), jnp.ones((3, 3, 3, 3, 16))
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NDHWC', 'DHWIO', 'NDHWC'))
+  with pytest.raises(ValueError, match='strides'):
+    native_conv.conv_native(x, w, (2, 1, 1), 'VALID', dimension_numbers=dn)
+  with pytest.raises(ValueError, match='2D and 3D'):
+    native_conv.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
+  with pytest.raises(ValueError, match='does not fit'):
+    native_conv.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
