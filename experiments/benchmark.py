@@ -75,7 +75,7 @@ _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference (skip
 _LAYERS = flags.DEFINE_bool('layers', False, 'Time each paper conv layer (forward + backward) instead.')
 _LAYER_NAMES = flags.DEFINE_list('layer_names', list(PAPER_LAYERS), 'With --layers: the layers to time.')
 _LAYER_IMPLS = flags.DEFINE_list(
-    'layer_impls', ['xla', 'patches', 'patches:2', 'fft', 'fold2d', 'fold2d+patches', 'fold2d+patches:2'],
+    'layer_impls', ['xla', 'patches', 'patches:2', 'fft', 'fold2d', 'fold2d+patches', 'fold2d+patches:2', 'native'],
     "With --layers: the fastconv impls to time ('A+B': output and input gradient by A, kernel gradient by B; "
     "fold2d only for the 3D layers).")
 # The defaults of the run configs and the model classes.

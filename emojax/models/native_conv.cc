@@ -107,30 +107,42 @@ void ForwardRow(const float* const* x_rows, const float* const* k_slices, int n_
   }
 }
 
+// pad_t and pad_h: zero rows around x in time and height that are not in memory. The slices of the kernel
+// that fall on them are skipped, which also saves their multiplications by zero: the input gradient is this
+// convolution over the output gradient padded by the kernel size less one on every side.
 ffi::Error Conv3dForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
-                         ffi::ResultBuffer<ffi::F32> y) {
+                         ffi::ResultBuffer<ffi::F32> y, int64_t pad_t_low, int64_t pad_t_high, int64_t pad_h_low,
+                         int64_t pad_h_high) {
   const auto xd = x.dimensions(), kd = kernel.dimensions(), yd = y->dimensions();
   if (xd.size() != 5 || kd.size() != 5 || yd.size() != 5)
     return ffi::Error::InvalidArgument("conv3d_forward: x, kernel and y must be 5-D (NDHWC, DHWIO, NDHWC)");
   const int64_t n = xd[0], t = xd[1], h = xd[2], w = xd[3], c_in = xd[4];
   const int64_t kt = kd[0], kh = kd[1], kw = kd[2], c_out = kd[4];
-  const int64_t t_out = t - kt + 1, h_out = h - kh + 1, w_out = w - kw + 1;
+  const int64_t t_out = t + pad_t_low + pad_t_high - kt + 1, h_out = h + pad_h_low + pad_h_high - kh + 1;
+  const int64_t w_out = w - kw + 1;
   if (kd[3] != c_in || c_out % 16 != 0 || t_out < 1 || h_out < 1 || w_out < 1 || yd[0] != n ||
-      yd[1] != t_out || yd[2] != h_out || yd[3] != w_out || yd[4] != c_out)
+      yd[1] != t_out || yd[2] != h_out || yd[3] != w_out || yd[4] != c_out || pad_t_low < 0 || pad_t_high < 0 ||
+      pad_h_low < 0 || pad_h_high < 0)
     return ffi::Error::InvalidArgument("conv3d_forward: shapes do not describe a VALID stride-1 convolution "
                                        "with a multiple of 16 output channels");
-  const int n_slices = static_cast<int>(kt * kh);
   const int64_t j_count = kw * c_in, rows = n * t_out * h_out;
   const float* xp = x.typed_data();
   const float* kp = kernel.typed_data();
   float* yp = y->typed_data();
-  std::vector<const float*> k_slices(n_slices);
-  for (int s = 0; s < n_slices; ++s) k_slices[s] = kp + s * j_count * c_out;
   ParallelRows(pool, rows, Workers(pool, rows), [&](int64_t, int64_t row) {
-    const int64_t i = row / (t_out * h_out), ti = row / h_out % t_out, hi = row % h_out;
-    std::vector<const float*> x_rows(n_slices);
-    for (int64_t a = 0; a < kt; ++a)
-      for (int64_t b = 0; b < kh; ++b) x_rows[a * kh + b] = xp + (((i * t + ti + a) * h + hi + b) * w) * c_in;
+    const int64_t i = row / (t_out * h_out), to = row / h_out % t_out, ho = row % h_out;
+    std::vector<const float*> x_rows, k_slices;  // the slices that fall on rows in memory
+    for (int64_t a = 0; a < kt; ++a) {
+      const int64_t ti = to + a - pad_t_low;
+      if (ti < 0 || ti >= t) continue;
+      for (int64_t b = 0; b < kh; ++b) {
+        const int64_t hi = ho + b - pad_h_low;
+        if (hi < 0 || hi >= h) continue;
+        x_rows.push_back(xp + (((i * t + ti) * h + hi) * w) * c_in);
+        k_slices.push_back(kp + (a * kh + b) * j_count * c_out);
+      }
+    }
+    const int n_slices = static_cast<int>(x_rows.size());
     float* y_row = yp + row * w_out * c_out;
     if (c_out % 64 == 0) ForwardRow<4>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
     else if (c_out % 32 == 0) ForwardRow<2>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
@@ -234,7 +246,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EmojaxConv3dForward, Conv3dForward,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad_t_low")
+                                  .Attr<int64_t>("pad_t_high")
+                                  .Attr<int64_t>("pad_h_low")
+                                  .Attr<int64_t>("pad_h_high"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EmojaxConv3dKernelGrad, Conv3dKernelGrad,
                               ffi::Ffi::Bind()

@@ -25,12 +25,14 @@ from pathlib import Path
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import Any
 
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 SOURCE = Path(__file__).with_name('native_conv.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
@@ -75,6 +77,8 @@ def build() -> Path:
   if library.exists():
     return library
   library.parent.mkdir(parents=True, exist_ok=True)
+  print(f'Building the native convolution kernels for this machine (once, a few seconds): {library}',
+        file=sys.stderr)
   with tempfile.TemporaryDirectory(dir=library.parent) as tmp:  # then an atomic rename: concurrent builds are safe
     built = Path(tmp) / library.name
     result = subprocess.run([compiler, *FLAGS, f'-I{jax.ffi.include_dir()}', str(SOURCE), '-o', str(built)],
@@ -107,12 +111,17 @@ def _pad_channels(x: jax.Array, axis: int) -> jax.Array:
   return x if extra == 0 else jnp.pad(x, [(0, extra if a == axis % x.ndim else 0) for a in range(x.ndim)])
 
 
-def _forward(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """VALID stride-1 3D convolution, NDHWC x DHWIO, float32."""
+def _forward(x: jax.Array, kernel: jax.Array, pad_t: tuple[int, int] = (0, 0),
+             pad_h: tuple[int, int] = (0, 0)) -> jax.Array:
+  """VALID stride-1 3D convolution, NDHWC x DHWIO, float32, of x with `pad_t`/`pad_h` zero rows around it in
+  time and height (the kernels skip them rather than read them)."""
   out_channels = kernel.shape[-1]
   kernel = _pad_channels(kernel, -1)
-  shape = (x.shape[0], *(n - k + 1 for n, k in zip(x.shape[1:4], kernel.shape[:3])), kernel.shape[-1])
-  y = jax.ffi.ffi_call('emojax_conv3d_forward', jax.ShapeDtypeStruct(shape, jnp.float32))(x, kernel)
+  sizes = (x.shape[1] + sum(pad_t), x.shape[2] + sum(pad_h), x.shape[3])
+  shape = (x.shape[0], *(n - k + 1 for n, k in zip(sizes, kernel.shape[:3])), kernel.shape[-1])
+  y = jax.ffi.ffi_call('emojax_conv3d_forward', jax.ShapeDtypeStruct(shape, jnp.float32))(
+      x, kernel, pad_t_low=np.int64(pad_t[0]), pad_t_high=np.int64(pad_t[1]), pad_h_low=np.int64(pad_h[0]),
+      pad_h_high=np.int64(pad_h[1]))
   return y[..., :out_channels]
 
 
@@ -126,10 +135,10 @@ def _kernel_gradient(x: jax.Array, dy: jax.Array, window: Sequence[int]) -> jax.
 
 def _input_gradient(dy: jax.Array, kernel: jax.Array) -> jax.Array:
   # dx[t] = sum_k dy[t - k] w[k]: the forward convolution of dy padded by k - 1 on both sides, with the
-  # kernel flipped in space and its channel axes swapped.
-  window = kernel.shape[:3]
-  padded = jnp.pad(dy, [(0, 0), *((k - 1, k - 1) for k in window), (0, 0)])
-  return _forward(padded, jnp.swapaxes(kernel[::-1, ::-1, ::-1], 3, 4))
+  # kernel flipped in space and its channel axes swapped. Only the width padding is written out.
+  kt, kh, kw = kernel.shape[:3]
+  padded = jnp.pad(dy, [(0, 0), (0, 0), (0, 0), (kw - 1, kw - 1), (0, 0)])
+  return _forward(padded, jnp.swapaxes(kernel[::-1, ::-1, ::-1], 3, 4), (kt - 1, kt - 1), (kh - 1, kh - 1))
 
 
 @jax.custom_vjp
