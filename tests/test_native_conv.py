@@ -88,11 +88,15 @@ def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch)
   assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
 
 
-def test_without_a_compiler_the_error_says_so_and_the_fast_plan_falls_back(monkeypatch):
+def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xla(monkeypatch):
   monkeypatch.setenv('CXX', '/nonexistent/c++')
   with pytest.raises(native_conv.NativeUnavailable, match='does not run'):
     native_conv.build()
   monkeypatch.setattr(native_conv, 'available', lambda: False)
+  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_XLA_CONVS
+  monkeypatch.setattr(native_conv, 'available', lambda: True)
+  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_FAST_CONVS
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)  # a mesh of CPU devices: no partitioning rule for them
   assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_XLA_CONVS
   assert fastconv.layer_impls('fast', ('fft', 'xla'), ('xla', 'xla')) == ('fft', 'xla')  # names no native
 

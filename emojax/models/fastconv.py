@@ -324,12 +324,15 @@ def layer_impls(conv_impl: str, fast: Sequence[str], without_native: Sequence[st
   'xla' on a GPU or TPU (cuDNN's and the TPU's own convolutions); else `conv_impl` for all.
 
   A `fast` plan that names 'native' falls back to `without_native` where the
-  native kernels cannot be built (no C++ compiler: `native_conv.available()`).
+  native kernels cannot be built (no C++ compiler: `native_conv.available()`),
+  and on a mesh of several CPU devices: XLA cannot partition the kernels' custom
+  calls over the batch, so it would gather their inputs onto every device.
   """
   if conv_impl == 'fast':
     if jax.default_backend() != 'cpu':
       return ('xla',) * len(fast)
-    if without_native is not None and any('native' in impl for impl in fast) and not native_conv.available():
+    if (without_native is not None and any('native' in impl for impl in fast)
+        and (jax.device_count() > 1 or not native_conv.available())):
       return tuple(without_native)
     return tuple(fast)
   try:
