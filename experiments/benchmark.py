@@ -81,13 +81,13 @@ _LAYER_IMPLS = flags.DEFINE_list(
 # The defaults of the run configs and the model classes.
 _CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
                                  "'fold2d', 'patches', 'patches:<fold>', 'xla' or 'A+B').")
-_POOL_IMPL = flags.DEFINE_string('pool_impl', 'slices', "Passed to get_model as pool_impl ('slices' or 'xla').")
+_POOL_IMPL = flags.DEFINE_string('pool_impl', 'fast', "Passed to get_model as pool_impl ('fast', 'native', 'slices' or 'xla').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', list(DTYPES), 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '', 'XLA_FLAGS for the JAX children.')
 _SETTINGS = flags.DEFINE_list(
     'settings', [], "emojax settings to time, each conv_impl[/pool_impl][:dtype] (e.g. 'fast', 'xla/xla', "
-    "'patches/xla', 'fast:bfloat16'; pool_impl default 'slices'); the table shows the fastest per model and lists "
+    "'patches/xla', 'fast:bfloat16'; pool_impl default 'fast'); the table shows the fastest per model and lists "
     'them all. Empty: the one of --conv_impl, --pool_impl and --dtype.')
 _TORCH_DEVICE = flags.DEFINE_enum('torch_device', 'auto', ['auto', 'cpu', 'cuda'],
                                   "Device of the torch reference; 'auto': cuda when torch sees a GPU.")
@@ -650,8 +650,8 @@ def _run_worker(case: str, quick: bool, setting: tuple[str, str, str] | None = N
 
 
 def parse_setting(text: str) -> tuple[str, str, str]:
-  """'fast' -> ('fast', 'slices', 'float32'); 'xla/xla:bfloat16' -> ('xla', 'xla', 'bfloat16');
-  'fold2d+patches:2' -> ('fold2d+patches:2', 'slices', 'float32') (a ':' that names no dtype is the impl's)."""
+  """'fast' -> ('fast', 'fast', 'float32'); 'xla/xla:bfloat16' -> ('xla', 'xla', 'bfloat16');
+  'fold2d+patches:2' -> ('fold2d+patches:2', 'fast', 'float32') (a ':' that names no dtype is the impl's)."""
   from emojax.models import fastconv
 
   impls, dtype = text, 'float32'
@@ -659,7 +659,7 @@ def parse_setting(text: str) -> tuple[str, str, str]:
     if text.endswith(':' + name):
       impls, dtype = text[:-len(name) - 1], name
   conv_impl, _, pool_impl = impls.partition('/')
-  pool_impl = pool_impl or 'slices'
+  pool_impl = pool_impl or 'fast'
   try:
     fastconv.layer_impls(conv_impl, ())
   except ValueError as error:

@@ -110,3 +110,57 @@ def test_unsupported_convolutions_are_rejected_with_a_clear_error():
     native_conv.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
   with pytest.raises(ValueError, match='does not fit'):
     native_conv.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
+
+
+@needs_compiler
+@pytest.mark.parametrize('shape,window,strides', [
+    ((2, 3, 9, 11, 16), (1, 3, 3), (1, 2, 2)),  # the video network's pools
+    ((1, 2, 8, 10, 20), (1, 2, 3), (1, 1, 2)),  # channels that are no multiple of 16
+    ((2, 8, 12, 24), (2, 2), (2, 2)),  # 2D: the audio network's pools
+])
+def test_native_max_pool_matches_nn_max_pool_values_and_gradients(shape, window, strides):
+  x = jax.random.normal(jax.random.key(0), shape)
+
+  def loss(pool):
+    return jax.value_and_grad(lambda x: jnp.sum(jnp.sin(pool(x))))
+
+  native = loss(lambda x: native_conv.max_pool(x, window, strides))
+  reference = loss(lambda x: nn.max_pool(x, window, strides=strides))
+  (value, grad), (value_ref, grad_ref) = jax.jit(native)(x), reference(x)
+  np.testing.assert_allclose(value, value_ref, rtol=1e-6)
+  np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-7)
+
+
+@needs_compiler
+def test_native_max_pool_gives_a_tie_to_the_first_maximum_as_nn_max_pool_does():
+  x = jnp.zeros((1, 1, 5, 5, 16)).at[0, 0, 2, 2, 3].set(-1.0)  # a blank frame: every window ties
+  grad = jax.grad(lambda x: jnp.sum(fastconv.max_pool(x, (1, 3, 3), (1, 2, 2), 'native')))(x)
+  np.testing.assert_array_equal(grad, jax.grad(lambda x: jnp.sum(nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2))))(x))
+  assert float(grad.sum()) == 4 * 16  # one unit per window and channel, nothing shared
+
+
+def test_fast_pool_is_native_only_where_the_native_kernels_run(monkeypatch):
+  monkeypatch.setattr(native_conv, 'available', lambda: True)
+  assert fastconv.pool_impl_here('fast') == 'native'
+  monkeypatch.setattr(jax, 'device_count', lambda: 8)
+  assert fastconv.pool_impl_here('fast') == 'slices'
+  monkeypatch.undo()
+  monkeypatch.setattr(native_conv, 'available', lambda: False)
+  assert fastconv.pool_impl_here('fast') == 'slices'
+  assert fastconv.pool_impl_here('xla') == 'xla'
+  with pytest.raises(ValueError, match='max-pool impl'):
+    fastconv.pool_impl_here('average')
+  with pytest.raises(ValueError, match='time window'):
+    native_conv.max_pool(jnp.ones((1, 4, 6, 6, 16)), (2, 2, 2), (2, 2, 2))
+
+
+@needs_compiler
+def test_native_gradients_repeat_bit_for_bit():
+  # The kernel gradient sums fixed blocks of rows in a fixed order, whichever thread takes which block.
+  x = jax.random.normal(jax.random.key(0), (8, 6, 7, 9, 16))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 16, 32)) * 0.1
+  grad = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(_native(x, w, 'VALID'))), argnums=(0, 1)))
+  first = grad(x, w)
+  for _ in range(3):
+    for got, want in zip(grad(x, w), first):
+      np.testing.assert_array_equal(got, want)

@@ -43,7 +43,7 @@ class AudioConvStack(nn.Module):
   batchnorm: bool = False
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
-  pool_impl: str = 'slices'
+  pool_impl: str = 'fast'
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -77,7 +77,7 @@ class AudioCNN(nn.Module):
   embed_dim: int = 64
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
-  pool_impl: str = 'slices'
+  pool_impl: str = 'fast'
 
   def setup(self):
     self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)

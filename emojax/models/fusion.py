@@ -29,7 +29,7 @@ class Fusion(nn.Module):
   rnn_unroll: int = 1
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
-  pool_impl: str = 'slices'
+  pool_impl: str = 'fast'
 
   def setup(self):
     common = dict(num_classes=self.num_classes, width=self.width, batchnorm=self.batchnorm, dropout=self.dropout,

@@ -39,7 +39,7 @@ inline v16 load(const float* p) {
 
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
 
-// Runs work(worker, row) for every row in [0, rows) on the caller and on up to (workers - 1) tasks scheduled
+// Runs work(row) for every row in [0, rows) on the caller and on up to (workers - 1) tasks scheduled
 // on XLA's thread pool, and returns when every row is done. Rows are claimed from a shared counter, so the
 // caller never waits for a task that has not started: a pool whose threads are all busy (with other calls
 // like this one, say) cannot deadlock it. A task that starts after the last row is claimed touches only the
@@ -47,15 +47,14 @@ inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
 template <typename Work>
 void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t workers, const Work& work) {
   struct Shared {
-    std::atomic<int64_t> next{0}, done{0}, worker{0};
+    std::atomic<int64_t> next{0}, done{0};
     std::mutex mutex;
     std::condition_variable all_done;
   };
   auto shared = std::make_shared<Shared>();
   auto run = [shared, rows, &work] {
-    const int64_t worker = shared->worker.fetch_add(1);
     for (int64_t row = shared->next.fetch_add(1); row < rows; row = shared->next.fetch_add(1)) {
-      work(worker, row);
+      work(row);
       if (shared->done.fetch_add(1) + 1 == rows) {
         std::lock_guard<std::mutex> lock(shared->mutex);
         shared->all_done.notify_all();
@@ -84,6 +83,7 @@ inline void ForwardTile(const float* const* x_rows, const float* const* k_slices
     for (int64_t j = 0; j < j_count; ++j) {
       v16 kv[CV];
       for (int c = 0; c < CV; ++c) kv[c] = load(k + j * c_out + 16 * c);
+#pragma GCC unroll 32
       for (int b = 0; b < WB; ++b) {
         const float xv = x[b * c_in + j];
         for (int c = 0; c < CV; ++c) acc[b][c] += xv * kv[c];
@@ -129,7 +129,7 @@ ffi::Error Conv3dForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
   const float* xp = x.typed_data();
   const float* kp = kernel.typed_data();
   float* yp = y->typed_data();
-  ParallelRows(pool, rows, Workers(pool, rows), [&](int64_t, int64_t row) {
+  ParallelRows(pool, rows, Workers(pool, rows), [&](int64_t row) {
     const int64_t i = row / (t_out * h_out), to = row / h_out % t_out, ho = row % h_out;
     std::vector<const float*> x_rows, k_slices;  // the slices that fall on rows in memory
     for (int64_t a = 0; a < kt; ++a) {
@@ -163,6 +163,7 @@ inline void KernelGradTile(const float* x_row, const float* dy_row, int64_t c_in
     const float* x = x_row + wi * c_in + j0;
     v16 dv[CV];
     for (int c = 0; c < CV; ++c) dv[c] = load(dy_row + wi * c_out + co0 + 16 * c);
+#pragma GCC unroll 32
     for (int b = 0; b < JB; ++b) {
       const float xv = x[b];
       for (int c = 0; c < CV; ++c) acc[b][c] += xv * dv[c];
@@ -212,30 +213,110 @@ ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
     return ffi::Error::InvalidArgument("conv3d_kernel_grad: shapes do not describe a VALID stride-1 convolution "
                                        "with a multiple of 16 output channels");
   const int64_t j_count = kw * c_in, slice = j_count * c_out, size = kt * kh * slice;
-  const int64_t rows = n * t_out;  // one task: every h of one (n, t), so that a worker's partial sums stay few
-  const int64_t workers = Workers(pool, rows);
-  std::vector<std::vector<float>> partial(workers, std::vector<float>(size, 0.0f));
+  // The (n, t) rows are cut into a fixed number of contiguous blocks, each summed in row order into its own
+  // partial sums, which are then added in block order: the result does not depend on which thread took
+  // which block, so a seeded run repeats bit for bit.
+  const int64_t rows = n * t_out, blocks = std::min<int64_t>(rows, 16);
+  std::vector<std::vector<float>> partial(blocks, std::vector<float>(size, 0.0f));
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
-  ParallelRows(pool, rows, workers, [&](int64_t worker, int64_t row) {
-    const int64_t i = row / t_out, ti = row % t_out;
-    float* dk_worker = partial[worker].data();
-    for (int64_t hi = 0; hi < h_out; ++hi) {
-      const float* dy_row = gp + ((row * h_out + hi) * w_out) * c_out;
-      for (int64_t a = 0; a < kt; ++a)
-        for (int64_t b = 0; b < kh; ++b) {
-          const float* x_row = xp + (((i * t + ti + a) * h + hi + b) * w) * c_in;
-          float* dk_slice = dk_worker + (a * kh + b) * slice;
-          if (c_out % 64 == 0) KernelGradRow<4>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-          else if (c_out % 32 == 0) KernelGradRow<2>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-          else KernelGradRow<1>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-        }
+  ParallelRows(pool, blocks, Workers(pool, blocks), [&](int64_t block) {
+    float* dk_block = partial[block].data();
+    for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; ++row) {
+      const int64_t i = row / t_out, ti = row % t_out;
+      for (int64_t hi = 0; hi < h_out; ++hi) {
+        const float* dy_row = gp + ((row * h_out + hi) * w_out) * c_out;
+        for (int64_t a = 0; a < kt; ++a)
+          for (int64_t b = 0; b < kh; ++b) {
+            const float* x_row = xp + (((i * t + ti + a) * h + hi + b) * w) * c_in;
+            float* dk_slice = dk_block + (a * kh + b) * slice;
+            if (c_out % 64 == 0) KernelGradRow<4>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
+            else if (c_out % 32 == 0) KernelGradRow<2>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
+            else KernelGradRow<1>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
+          }
+      }
     }
   });
   float* out = dk->typed_data();
   std::copy(partial[0].begin(), partial[0].end(), out);
-  for (int64_t k = 1; k < workers; ++k)
+  for (int64_t k = 1; k < blocks; ++k)
     for (int64_t e = 0; e < size; ++e) out[e] += partial[k][e];
+  return ffi::Error::Success();
+}
+
+// ---- max-pool over (1, WH, WW) windows with strides (1, SH, SW), VALID, and its gradient -----------------
+// Channels in 16-float vectors (the caller passes a multiple of 16). The gradient goes to the first maximum
+// of each window in row-major order, as XLA's select-and-scatter (nn.max_pool) and PyTorch give it. One
+// task per (n, t) plane: windows overlap only within a plane.
+
+typedef int32_t i16v __attribute__((vector_size(64)));
+
+ffi::Error MaxPoolForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y,
+                          int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w) {
+  const auto xd = x.dimensions(), yd = y->dimensions();
+  if (xd.size() != 5 || yd.size() != 5 || window_h < 1 || window_w < 1 || stride_h < 1 || stride_w < 1 ||
+      xd[4] % 16 != 0)
+    return ffi::Error::InvalidArgument("max_pool_forward: x and y must be 5-D (NDHWC) with a multiple of 16 "
+                                       "channels, windows and strides >= 1");
+  const int64_t planes = xd[0] * xd[1], h = xd[2], w = xd[3], c = xd[4];
+  const int64_t h_out = (h - window_h) / stride_h + 1, w_out = (w - window_w) / stride_w + 1;
+  if (h < window_h || w < window_w || yd[0] * yd[1] != planes || yd[2] != h_out || yd[3] != w_out || yd[4] != c)
+    return ffi::Error::InvalidArgument("max_pool_forward: y's shape is not the VALID pooling of x's");
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  ParallelRows(pool, planes, Workers(pool, planes), [&](int64_t plane) {
+    const float* xs = xp + plane * h * w * c;
+    for (int64_t ho = 0; ho < h_out; ++ho)
+      for (int64_t wo = 0; wo < w_out; ++wo)
+        for (int64_t k = 0; k < c; k += 16) {
+          const float* corner = xs + (ho * stride_h * w + wo * stride_w) * c + k;
+          v16 top = load(corner);
+          for (int64_t a = 0; a < window_h; ++a)
+            for (int64_t b = 0; b < window_w; ++b) {
+              const v16 v = load(corner + (a * w + b) * c);
+              top = v > top ? v : top;
+            }
+          store(yp + ((plane * h_out + ho) * w_out + wo) * c + k, top);
+        }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error MaxPoolBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
+                           ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dx, int64_t window_h,
+                           int64_t window_w, int64_t stride_h, int64_t stride_w) {
+  const auto xd = x.dimensions(), yd = y.dimensions();
+  if (xd.size() != 5 || yd.size() != 5 || dy.dimensions().size() != 5 || dx->dimensions().size() != 5 ||
+      xd[4] % 16 != 0)
+    return ffi::Error::InvalidArgument("max_pool_backward: every array must be 5-D (NDHWC), with a multiple of "
+                                       "16 channels");
+  const int64_t planes = xd[0] * xd[1], h = xd[2], w = xd[3], c = xd[4], h_out = yd[2], w_out = yd[3];
+  if (h_out != (h - window_h) / stride_h + 1 || w_out != (w - window_w) / stride_w + 1 || yd[4] != c)
+    return ffi::Error::InvalidArgument("max_pool_backward: y's shape is not the VALID pooling of x's");
+  const float* xp = x.typed_data();
+  const float* yp = y.typed_data();
+  const float* gp = dy.typed_data();
+  float* dxp = dx->typed_data();
+  ParallelRows(pool, planes, Workers(pool, planes), [&](int64_t plane) {
+    const float* xs = xp + plane * h * w * c;
+    float* dxs = dxp + plane * h * w * c;
+    std::fill(dxs, dxs + h * w * c, 0.0f);
+    const v16 zero = {};
+    for (int64_t ho = 0; ho < h_out; ++ho)
+      for (int64_t wo = 0; wo < w_out; ++wo)
+        for (int64_t k = 0; k < c; k += 16) {
+          const int64_t out = ((plane * h_out + ho) * w_out + wo) * c + k;
+          const v16 top = load(yp + out), g = load(gp + out);
+          i16v open = ~i16v{};  // lanes whose maximum is not yet found
+          for (int64_t a = 0; a < window_h; ++a)
+            for (int64_t b = 0; b < window_w; ++b) {
+              const int64_t at = ((ho * stride_h + a) * w + wo * stride_w + b) * c + k;
+              const i16v first = (load(xs + at) == top) & open;
+              open &= ~first;
+              store(dxs + at, load(dxs + at) + (first ? g : zero));
+            }
+        }
+  });
   return ffi::Error::Success();
 }
 
@@ -258,3 +339,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EmojaxConv3dKernelGrad, Conv3dKernelGrad,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EmojaxMaxPoolForward, MaxPoolForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EmojaxMaxPoolBackward, MaxPoolBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window_h")
+                                  .Attr<int64_t>("window_w")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w"));

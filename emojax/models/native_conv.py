@@ -36,7 +36,8 @@ import numpy as np
 
 SOURCE = Path(__file__).with_name('native_conv.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
-TARGETS = {'forward': 'EmojaxConv3dForward', 'kernel_grad': 'EmojaxConv3dKernelGrad'}
+TARGETS = {'conv3d_forward': 'EmojaxConv3dForward', 'conv3d_kernel_grad': 'EmojaxConv3dKernelGrad',
+           'max_pool_forward': 'EmojaxMaxPoolForward', 'max_pool_backward': 'EmojaxMaxPoolBackward'}
 LANES = 16  # the kernels' channel vector; other channel counts are zero-padded to a multiple of it
 
 
@@ -93,7 +94,7 @@ def build() -> Path:
 def _register() -> None:
   library = ctypes.cdll.LoadLibrary(str(build()))
   for name, symbol in TARGETS.items():
-    jax.ffi.register_ffi_target(f'emojax_conv3d_{name}', jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+    jax.ffi.register_ffi_target(f'emojax_{name}', jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
 
 
 @functools.cache
@@ -192,3 +193,46 @@ def conv_native(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | 
   if rank == 2:
     return _conv_valid(x[:, None], kernel[None])[:, 0].astype(lhs.dtype)
   return _conv_valid(x, kernel).astype(lhs.dtype)
+
+
+def _pool_attributes(window: tuple[int, ...], strides: tuple[int, ...]) -> dict[str, np.int64]:
+  return {'window_h': np.int64(window[1]), 'window_w': np.int64(window[2]), 'stride_h': np.int64(strides[1]),
+          'stride_w': np.int64(strides[2])}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x: jax.Array, window: tuple[int, ...], strides: tuple[int, ...]) -> jax.Array:
+  shape = (*x.shape[:2], *((n - k) // s + 1 for n, k, s in zip(x.shape[2:4], window[1:], strides[1:])), x.shape[-1])
+  return jax.ffi.ffi_call('emojax_max_pool_forward', jax.ShapeDtypeStruct(shape, jnp.float32))(
+      x, **_pool_attributes(window, strides))
+
+
+def _max_pool_fwd(x, window, strides):
+  y = _max_pool(x, window, strides)
+  return y, (x, y)
+
+
+def _max_pool_bwd(window, strides, residuals, dy):
+  x, y = residuals
+  return (jax.ffi.ffi_call('emojax_max_pool_backward', jax.ShapeDtypeStruct(x.shape, jnp.float32))(
+      x, y, dy, **_pool_attributes(window, strides)),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
+  """`nn.max_pool(x, window, strides)` (VALID, channels last) by the native kernels, for 2D pools and for 3D
+  pools whose window and stride in time are 1 (the video network's). The gradient goes to the first maximum
+  of each window, as nn.max_pool's does. Computes in float32 and returns x's dtype."""
+  if x.ndim == 4 and len(window) == 2 and len(strides) == 2:
+    return max_pool(x[:, None], (1, *window), (1, *strides))[:, 0]
+  if x.ndim != 5 or len(window) != 3 or len(strides) != 3 or window[0] != 1 or strides[0] != 1:
+    raise ValueError(f'The native max-pool takes NHWC or NDHWC inputs with a time window and stride of 1; got '
+                     f'input {x.shape}, window {tuple(window)}, strides {tuple(strides)}.')
+  if any(n < k for n, k in zip(x.shape[2:4], window[1:])):
+    raise ValueError(f'Pool window {tuple(window)} does not fit the input {x.shape[1:-1]}.')
+  if not available():
+    _register()  # raises NativeUnavailable with the reason
+  y = _max_pool(_pad_channels(x.astype(jnp.float32), -1), tuple(window), tuple(strides))
+  return y[..., :x.shape[-1]].astype(x.dtype)

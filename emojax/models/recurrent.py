@@ -43,7 +43,7 @@ class AudioRecurrent(nn.Module):
   rnn_unroll: int = 1  # time steps per scan iteration (a speed switch: same values)
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
-  pool_impl: str = 'slices'
+  pool_impl: str = 'fast'
 
   def setup(self):
     if self.cell not in CELLS:

@@ -50,7 +50,7 @@ class Video3D(nn.Module):
   embed_dim: int = 64
   dtype: Any = jnp.float32
   conv_impl: str = 'fast'
-  pool_impl: str = 'slices'
+  pool_impl: str = 'fast'
 
   def setup(self):
     impls = fastconv.layer_impls(self.conv_impl, VIDEO_FAST_CONVS, VIDEO_XLA_CONVS)

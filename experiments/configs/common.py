@@ -89,7 +89,7 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
   c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.conv_impl = 'fast'      # fast (per layer, the fastest measured on CPU) | native | fft | fold2d | patches | xla (lax.conv)
-  c.model.pool_impl = 'slices'    # slices (separable strided-slice max: fast gradient) | xla (nn.max_pool)
+  c.model.pool_impl = 'fast'      # fast (native on one CPU device, else slices) | native | slices | xla (nn.max_pool)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4
