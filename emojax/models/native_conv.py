@@ -1,4 +1,5 @@
-"""3D convolutions by direct C++ kernels on CPU (`native_conv.cc`), through the XLA FFI: fastconv's 'native'.
+"""Direct C++ kernels on CPU (`native_conv.cc`) for 3D convolutions and max-pools, through the XLA FFI:
+fastconv's 'native' convolution and max-pool impls.
 
 XLA's CPU backend has no fast 3D convolution (its own, and im2col + matmul,
 measured 2-9x slower than PyTorch's oneDNN on the video layers, and its oneDNN
@@ -6,7 +7,8 @@ convolution rewrite is not in the pip jaxlib). The kernels in `native_conv.cc`
 read the input in place with register-tiled loops: forward and kernel gradient
 at 80-200 GFLOP/s on the paper's video layers at batch 64 on two cores, where
 the best XLA formulations reached 20-110. The input gradient is the forward
-kernel applied to the padded output gradient with the flipped kernel.
+kernel over the output gradient with the flipped kernel, skipping the zero
+padding. The max-pool gives its gradient to each window's first maximum.
 
 The library is compiled on first use with the system's C++ compiler for this
 machine (`-march=native`) and cached under $EMOJAX_CACHE (default
