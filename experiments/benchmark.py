@@ -79,8 +79,8 @@ _LAYER_IMPLS = flags.DEFINE_list(
     "With --layers: the fastconv impls to time ('A+B': output and input gradient by A, kernel gradient by B; "
     "fold2d only for the 3D layers).")
 # The defaults of the run configs and the model classes.
-_CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'fft', "
-                                 "'fold2d', 'patches', 'patches:<fold>', 'xla' or 'A+B').")
+_CONV_IMPL = flags.DEFINE_string('conv_impl', 'fast', "Passed to get_model as conv_impl ('fast', 'native', "
+                                 "'fft', 'fold2d', 'patches', 'patches:<fold>', 'xla' or 'A+B').")
 _POOL_IMPL = flags.DEFINE_string('pool_impl', 'fast', "Passed to get_model as pool_impl ('fast', 'native', 'slices' or 'xla').")
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', list(DTYPES), 'Compute dtype (layers; models: '
                            'passed to get_model as dtype when not float32).')

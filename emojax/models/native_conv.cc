@@ -1,4 +1,5 @@
-// Direct 3D convolution kernels for XLA on CPU, called through the XLA FFI (emojax/models/native_conv.py).
+// Direct 3D convolution and max-pool kernels for XLA on CPU, called through the XLA FFI
+// (emojax/models/native_conv.py).
 //
 // XLA's CPU runtime has no fast 3D convolution: its own is 5-10x slower than
 // PyTorch's oneDNN, and im2col + matmul spends most of its time writing the
