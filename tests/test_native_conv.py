@@ -34,7 +34,7 @@ def _reference(x, w, padding):
 def _native(x, w, padding):
   spatial = 'DHW'[5 - x.ndim:]
   dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-  return native_conv.conv_native(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn)
+  return fastconv.conv_native(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn)
 
 
 @needs_compiler
@@ -105,11 +105,11 @@ def test_unsupported_convolutions_are_rejected_with_a_clear_error():
   x, w = jnp.ones((1, 4, 5, 6, 3)), jnp.ones((3, 3, 3, 3, 16))
   dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NDHWC', 'DHWIO', 'NDHWC'))
   with pytest.raises(ValueError, match='strides'):
-    native_conv.conv_native(x, w, (2, 1, 1), 'VALID', dimension_numbers=dn)
+    fastconv.conv_native(x, w, (2, 1, 1), 'VALID', dimension_numbers=dn)
   with pytest.raises(ValueError, match='2D and 3D'):
-    native_conv.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
+    fastconv.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
   with pytest.raises(ValueError, match='does not fit'):
-    native_conv.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
+    fastconv.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
 
 
 @needs_compiler

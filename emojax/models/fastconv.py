@@ -240,6 +240,19 @@ def _fft_size(n: int) -> int:
   return next(m for m in itertools.count(n) if smooth(m))
 
 
+def _check_unstrided_channels_last(name: str, lhs: jax.Array, rhs: jax.Array, window_strides, lhs_dilation,
+                                   rhs_dilation, dimension_numbers, feature_group_count: int) -> None:
+  """The checks of the convolutions that take `lax.conv_general_dilated`'s arguments but support only
+  channels-last layouts without strides, dilation or feature groups."""
+  spatial = 'DHW'[5 - lhs.ndim:]
+  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
+  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
+    raise ValueError(f'{name} needs channels-last inputs and kernels; got {dimension_numbers}.')
+  if (any(s != 1 for s in (window_strides or ())) or any(d != 1 for d in (lhs_dilation or ()))
+      or any(d != 1 for d in (rhs_dilation or ())) or feature_group_count != 1):
+    raise ValueError(f'{name} supports neither strides, dilation nor feature groups.')
+
+
 def conv_fft(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
              padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
              rhs_dilation: Sequence[int] | None = None, dimension_numbers: lax.ConvDimensionNumbers | None = None,
@@ -255,13 +268,8 @@ def conv_fft(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | Non
   """
   del precision  # the FFT has no precision knob; float32 throughout
   rank = lhs.ndim - 2
-  spatial = 'DHW'[3 - rank:]
-  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
-    raise ValueError(f'conv_fft needs channels-last inputs and kernels; got {dimension_numbers}.')
-  if (any(s != 1 for s in (window_strides or ())) or any(d != 1 for d in (lhs_dilation or ()))
-      or any(d != 1 for d in (rhs_dilation or ())) or feature_group_count != 1):
-    raise ValueError('conv_fft supports neither strides, dilation nor feature groups.')
+  _check_unstrided_channels_last('conv_fft', lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
+                                 dimension_numbers, feature_group_count)
   window = rhs.shape[:rank]
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:-1], window, (1,) * rank, padding)
@@ -298,12 +306,8 @@ def conv_fold2d(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | 
   rank = lhs.ndim - 2
   if rank != 3:
     raise ValueError(f'conv_fold2d folds a 3D convolution; got a {rank}D one.')
-  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ('NDHWC', 'DHWIO', 'NDHWC'))
-  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
-    raise ValueError(f'conv_fold2d needs channels-last inputs and kernels; got {dimension_numbers}.')
-  if (any(s != 1 for s in (window_strides or ())) or any(d != 1 for d in (lhs_dilation or ()))
-      or any(d != 1 for d in (rhs_dilation or ())) or feature_group_count != 1):
-    raise ValueError('conv_fold2d supports neither strides, dilation nor feature groups.')
+  _check_unstrided_channels_last('conv_fold2d', lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
+                                 dimension_numbers, feature_group_count)
   window = rhs.shape[:3]
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:-1], window, (1, 1, 1), padding)
@@ -322,20 +326,49 @@ def conv_fold2d(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | 
   return y.reshape(batch, out[0], *y.shape[1:])
 
 
+def conv_native(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
+                padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                rhs_dilation: Sequence[int] | None = None, dimension_numbers: lax.ConvDimensionNumbers | None = None,
+                feature_group_count: int = 1, precision: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated` for a channels-last 2D or 3D convolution, by the native C++ kernels
+  (`native_conv.conv_valid`; CPU only).
+
+  Takes the arguments `nn.Conv` passes; any padding; no strides, dilation or
+  feature groups. Computes in float32 (`precision` has no effect) and returns the input's dtype.
+  """
+  del precision  # float32 throughout
+  rank = lhs.ndim - 2
+  if rank not in (2, 3):
+    raise ValueError(f'conv_native computes 2D and 3D convolutions; got a {rank}D one.')
+  _check_unstrided_channels_last('conv_native', lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
+                                 dimension_numbers, feature_group_count)
+  window = rhs.shape[:rank]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], window, (1,) * rank, padding)
+  x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  if any(n < k for n, k in zip(x.shape[1:-1], window)):
+    raise ValueError(f'Kernel {tuple(window)} does not fit the padded input {x.shape[1:-1]}.')
+  return native_conv.conv_valid(x, rhs).astype(lhs.dtype)
+
+
+def _native_runs_here() -> bool:
+  """Whether 'fast' may use the native kernels: a CPU backend with one device (XLA cannot partition
+  their custom calls over a batch sharded across devices: it would gather their inputs onto every
+  device) and a C++ compiler to build them (`native_conv.available()`)."""
+  return jax.default_backend() == 'cpu' and jax.device_count() == 1 and native_conv.available()
+
+
 def layer_impls(conv_impl: str, fast: Sequence[str], without_native: Sequence[str] | None = None) -> tuple[str, ...]:
   """One convolution impl per layer: for 'fast', the model's plan `fast` (measured on CPU) on a CPU and
   'xla' on a GPU or TPU (cuDNN's and the TPU's own convolutions); else `conv_impl` for all.
 
   A `fast` plan that names 'native' falls back to `without_native` where the
-  native kernels cannot be built (no C++ compiler: `native_conv.available()`),
-  and on a mesh of several CPU devices: XLA cannot partition the kernels' custom
-  calls over the batch, so it would gather their inputs onto every device.
+  native kernels do not run (`_native_runs_here`: no C++ compiler, or a mesh of several CPU devices).
   """
   if conv_impl == 'fast':
     if jax.default_backend() != 'cpu':
       return ('xla',) * len(fast)
-    if (without_native is not None and any('native' in impl for impl in fast)
-        and (jax.device_count() > 1 or not native_conv.available())):
+    if without_native is not None and any('native' in impl for impl in fast) and not _native_runs_here():
       return tuple(without_native)
     return tuple(fast)
   try:
@@ -362,8 +395,7 @@ def pool_impl_here(impl: str) -> str:
     raise ValueError(f'Unknown max-pool impl {impl!r}; expected one of {POOL_IMPLS}.')
   if impl != 'fast':
     return impl
-  native = jax.default_backend() == 'cpu' and jax.device_count() == 1 and native_conv.available()
-  return 'native' if native else 'slices'
+  return 'native' if _native_runs_here() else 'slices'
 
 
 def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int], impl: str = 'fast') -> jax.Array:
@@ -438,7 +470,7 @@ def _parse_impl(impl: str) -> tuple[str, int | None]:
 def _single_conv_function(impl: str) -> Callable[..., jax.Array]:
   name, fold = _parse_impl(impl)
   return {'xla': lax.conv_general_dilated, 'patches': functools.partial(conv_patches, fold=fold),
-          'fft': conv_fft, 'fold2d': conv_fold2d, 'native': native_conv.conv_native}[name]
+          'fft': conv_fft, 'fold2d': conv_fold2d, 'native': conv_native}[name]
 
 
 def _kernel_gradient_function(impl: str) -> Callable[..., jax.Array]:

@@ -29,10 +29,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -99,6 +97,12 @@ def _register() -> None:
     jax.ffi.register_ffi_target(f'emojax_{name}', jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
 
 
+def require() -> None:
+  """Builds and registers the kernels, or raises NativeUnavailable saying why they cannot be."""
+  if not available():
+    _register()  # available() swallowed the error; this raises it
+
+
 @functools.cache
 def available() -> bool:
   """Whether the native kernels are built and registered (they run on the CPU backend only)."""
@@ -145,56 +149,32 @@ def _input_gradient(dy: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _forward(x, kernel)
 
 
-def _conv_valid_fwd(x, kernel):
+def _conv3d_fwd(x, kernel):
   return _forward(x, kernel), (x, kernel)
 
 
-def _conv_valid_bwd(residuals, dy):
+def _conv3d_bwd(residuals, dy):
   x, kernel = residuals
   # A first layer's input gradient (its input is data) is dead code that XLA removes.
   return _input_gradient(dy, kernel), _kernel_gradient(x, dy, kernel.shape[:3])
 
 
-_conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+_conv3d.defvjp(_conv3d_fwd, _conv3d_bwd)
 
 
-def conv_native(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
-                padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
-                rhs_dilation: Sequence[int] | None = None, dimension_numbers: lax.ConvDimensionNumbers | None = None,
-                feature_group_count: int = 1, precision: Any = None) -> jax.Array:
-  """`lax.conv_general_dilated` for a channels-last 2D or 3D convolution, by the native kernels (CPU only).
-
-  Takes the arguments `nn.Conv` passes; any padding; no strides, dilation or
-  feature groups. A 2D convolution runs as a 3D one of depth 1. Computes in
-  float32 (`precision` has no effect) and returns the input's dtype.
-  """
-  del precision  # float32 throughout
-  rank = lhs.ndim - 2
-  if rank not in (2, 3):
-    raise ValueError(f'conv_native computes 2D and 3D convolutions; got a {rank}D one.')
-  spatial = 'DHW'[3 - rank:]
-  channels_last = lax.conv_dimension_numbers(lhs.shape, rhs.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-  if dimension_numbers is not None and tuple(dimension_numbers) != tuple(channels_last):
-    raise ValueError(f'conv_native needs channels-last inputs and kernels; got {dimension_numbers}.')
-  if (any(s != 1 for s in (window_strides or ())) or any(d != 1 for d in (lhs_dilation or ()))
-      or any(d != 1 for d in (rhs_dilation or ())) or feature_group_count != 1):
-    raise ValueError('conv_native supports neither strides, dilation nor feature groups.')
-  if not available():
-    _register()  # raises NativeUnavailable with the reason
-  window = rhs.shape[:rank]
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:-1], window, (1,) * rank, padding)
-  x = jnp.pad(lhs.astype(jnp.float32), [(0, 0), *padding, (0, 0)])
-  if any(n < k for n, k in zip(x.shape[1:-1], window)):
-    raise ValueError(f'Kernel {tuple(window)} does not fit the padded input {x.shape[1:-1]}.')
-  kernel = rhs.astype(jnp.float32)
-  if rank == 2:
-    return _conv_valid(x[:, None], kernel[None])[:, 0].astype(lhs.dtype)
-  return _conv_valid(x, kernel).astype(lhs.dtype)
+def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The VALID stride-1 convolution of a channels-last 2D or 3D x (already padded) with kernel
+  (*window, C_in, C_out), in float32, gradients included. A 2D one runs as a 3D one of depth 1.
+  `fastconv.conv_native` gives it `lax.conv_general_dilated`'s arguments."""
+  require()
+  x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
+  if x.ndim == 4:
+    return _conv3d(x[:, None], kernel[None])[:, 0]
+  return _conv3d(x, kernel)
 
 
 def _pool_attributes(window: tuple[int, ...], strides: tuple[int, ...]) -> dict[str, np.int64]:
@@ -234,7 +214,6 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax
                      f'input {x.shape}, window {tuple(window)}, strides {tuple(strides)}.')
   if any(n < k for n, k in zip(x.shape[2:4], window[1:])):
     raise ValueError(f'Pool window {tuple(window)} does not fit the input {x.shape[1:-1]}.')
-  if not available():
-    _register()  # raises NativeUnavailable with the reason
+  require()
   y = _max_pool(_pad_channels(x.astype(jnp.float32), -1), tuple(window), tuple(strides))
   return y[..., :x.shape[-1]].astype(x.dtype)
