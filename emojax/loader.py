@@ -15,7 +15,7 @@ import grain
 import jax
 import numpy as np
 
-from emojax import arrays, corpora, splits
+from emojax import arrays, corpora, models, splits
 
 # The arrays a step consumes; the text fields stay on the host.
 ARRAY_KEYS = ('audio', 'video', 'label')
@@ -162,7 +162,7 @@ def load_data(config, workdir: str | None = None) -> Data:
   corpus = corpora.get_corpus(config.corpus)
   spec = arrays.FeatureSpec(
       variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=dc.clip_seconds,
-      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=config.model.name in ('video3d', 'fusion'),
+      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model.name),
       video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
       augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))

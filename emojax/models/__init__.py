@@ -24,6 +24,9 @@ MODELS = {
     'video3d': Video3D,
     'fusion': Fusion,
 }
+# The inputs each model reads: the data build computes video only for models that read it.
+INPUTS = {'cnn': ('audio',), 'cnn_rnn': ('audio',), 'cnn_lstm': ('audio',), 'video3d': ('video',),
+          'fusion': ('audio', 'video')}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 _COMMON = ('width', 'batchnorm', 'dropout', 'embed_dim', 'dtype', 'conv_impl', 'pool_impl')
 _RECURRENT = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan', 'rnn_unroll')
@@ -47,6 +50,11 @@ def get_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = DTYPES[kwargs['dtype']]
   return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def reads_video(name: str) -> bool:
+  """Whether the model `name` reads face video (else audio only)."""
+  return 'video' in INPUTS[name]
 
 
 def options(model_config) -> dict:
