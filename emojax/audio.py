@@ -6,12 +6,12 @@ Two front ends turn a waveform into an image-like array:
   512, dB on a fixed +/-60 dB scale, frequencies above ~8.8 kHz cropped away,
   rendered through matplotlib's 'seismic' colormap, 200x300 RGB, ImageNet
   normalisation).
-* `native_spectrogram`: one channel of log-mel (or linear STFT) dB, on a fixed
+* `logmel_spectrogram`: one channel of log-mel (or linear STFT) dB, on a fixed
   dB scale relative to a full-scale sine, scaled to [-1, 1]; no rendering.
 
 Both put the HIGHEST kept frequency in row 0 (like the paper's PNGs, so
 cropping rows from the top removes high frequencies) and time in columns,
-left to right. `faithful_row_of_frequency` and `native_row_of_frequency` say
+left to right. `faithful_row_of_frequency` and `logmel_row_of_frequency` say
 which row a frequency lands in.
 """
 from __future__ import annotations
@@ -313,7 +313,7 @@ def faithful_row_of_frequency(freq_hz: float, *, height: int | None = 200, n_fft
   return _row(freq_hz * n_fft / sample_rate, rows, height)
 
 
-def native_spectrogram(wave: np.ndarray, sr: int, *, kind: str = 'logmel',
+def logmel_spectrogram(wave: np.ndarray, sr: int, *, kind: str = 'logmel',
                        size: tuple[int, int] | None = (64, 96), sample_rate: int = 16000, n_fft: int = 512,
                        hop_length: int = 160, n_mels: int = 64, fmax: float = 8000.0,
                        db_range: float = 80.0) -> np.ndarray:
@@ -355,10 +355,10 @@ def native_spectrogram(wave: np.ndarray, sr: int, *, kind: str = 'logmel',
   return _resize(image, size)[..., None]
 
 
-def native_row_of_frequency(freq_hz: float, *, kind: str = 'logmel', height: int | None = 64,
+def logmel_row_of_frequency(freq_hz: float, *, kind: str = 'logmel', height: int | None = 64,
                             sample_rate: int = 16000, n_fft: int = 512, n_mels: int = 64,
                             fmax: float = 8000.0) -> int:
-  """The row of `native_spectrogram` (same arguments; height = size[0]) where `freq_hz` lands."""
+  """The row of `logmel_spectrogram` (same arguments; height = size[0]) where `freq_hz` lands."""
   if kind == 'logmel':
     centres = librosa.mel_frequencies(n_mels=n_mels + 2, fmax=fmax)[1:-1]
     position = np.interp(librosa.hz_to_mel(freq_hz), librosa.hz_to_mel(centres), np.arange(n_mels))

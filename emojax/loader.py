@@ -15,7 +15,7 @@ import grain
 import jax
 import numpy as np
 
-from emojax import arrays, corpora, models, splits
+from emojax import arrays, corpora, features, splits
 
 # The arrays a step consumes; the text fields stay on the host.
 ARRAY_KEYS = ('audio', 'video', 'label')
@@ -31,11 +31,11 @@ class _Lookup:
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[int(index)]
-    arrays = {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
+    element = {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
     if self.speakers is not None:
       speaker = record['speaker']
-      arrays['speaker'] = np.int32(self.speakers[speaker.decode() if isinstance(speaker, bytes) else str(speaker)])
-    return arrays
+      element['speaker'] = np.int32(self.speakers[speaker.decode() if isinstance(speaker, bytes) else str(speaker)])
+    return element
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,20 +154,15 @@ class Data:
 
 
 def load_data(config, workdir: str | None = None) -> Data:
-  """Corpus -> features -> ArrayRecord build -> split -> Grain splits, as `config` says.
+  """Corpus -> features -> arrays -> split -> Grain splits, as `config` says.
 
   The split (with utterance ids) is written to `<workdir>/split.json`.
   """
   dc = config.data
   corpus = corpora.get_corpus(config.corpus)
-  spec = arrays.FeatureSpec(
-      variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=dc.clip_seconds,
-      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model.name),
-      video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
-      augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
+  spec = features.spec_from_config(config)
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
-  # Augmented copies (spec.augment_copies) go to the training side only.
-  split = arrays.split_examples(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
+  split = splits.split_examples(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
                                 num_test_speakers=dc.num_test_speakers, fold=dc.fold,
                                 test_fraction=dc.test_fraction, seed=config.seed)
   train_indices = split['train']

@@ -5,6 +5,7 @@ Schemes:
   'group'    leave-one-group-out fold (IEMOCAP session, actor, ...)
   'random'   the paper's random 80/20 over clips: clips of the same utterance and
              speaker land on both sides, so its figures are optimistic
+`split_examples` splits a build's examples: augmented copies only ever train.
 Every split is written to the workdir as JSON so anyone can reproduce it.
 """
 from __future__ import annotations
@@ -55,6 +56,21 @@ def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers
     raise ValueError(f'Split {scheme!r} leaves an empty side: {len(split["train"])} train, '
                      f'{len(split["test"])} test examples.')
   return split
+
+
+def split_examples(examples: Sequence[dict[str, Any]], scheme: str, **kwargs) -> dict[str, Any]:
+  """`make_split` over the original records; augmented copies join their original in training.
+
+  A copy never lands on the held-out side, nor on the training side when its
+  original is held out (same utterance and clip), so no held-out sound leaks
+  into training.
+  """
+  originals = [i for i, e in enumerate(examples) if not e.get('copy', 0)]
+  split = make_split([examples[i] for i in originals], scheme, **kwargs)
+  train = [originals[i] for i in split['train']]
+  trained = {(examples[i]['utterance'], examples[i]['clip']) for i in train}
+  copies = [i for i, e in enumerate(examples) if e.get('copy', 0) and (e['utterance'], e['clip']) in trained]
+  return {**split, 'train': sorted(train + copies), 'test': [originals[i] for i in split['test']]}
 
 
 def balance(indices: Sequence[int], labels: Sequence[int], per_class: int, seed: int) -> list[int]:

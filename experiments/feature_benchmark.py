@@ -7,7 +7,7 @@ r"""Feature extraction speed and memory: emojax's front ends against the authors
 Throughput: each method runs in its own child process over the same files
 (read from disk, waveform -> image array), so its peak memory (`ru_maxrss`,
 the child's RSS high-water mark) is its own. Methods:
-  native       `audio.native_spectrogram`, 64x96 log-mel, 1 channel
+  logmel       `audio.logmel_spectrogram`, 64x96 log-mel, 1 channel
   faithful     `audio.faithful_spectrogram`, 200x300 RGB: the paper's image via a colormap lookup
   matplotlib   the authors' way: librosa specshow (seismic, vmin/vmax +-60 dB, no axes) drawn into a
                figure, saved as a PNG file, reloaded with PIL, top 60% cropped, resized to 200x300,
@@ -43,11 +43,11 @@ _OUT = flags.DEFINE_string('out', 'benchmarks', 'Folder for the JSON and markdow
 _MEMORY = flags.DEFINE_bool('memory', False, 'Measure the peak memory of builds of N and 10 N utterances.')
 _UTTERANCES = flags.DEFINE_integer('utterances', 40, 'N, the smaller corpus of --memory.')
 _BLAS_THREADS = flags.DEFINE_integer('blas_threads', 1, 'OPENBLAS/OMP threads of each child (0: library default). '
-                                     'Per-utterance work is small: on a busy 2-core machine two BLAS threads made '
-                                     'the log-mel 20x slower.')
+                                     'Per-utterance work is small: on a busy machine more BLAS threads make '
+                                     'the log-mel slower.')
 _CHILD = flags.DEFINE_string('child', '', 'Internal: run one measurement (a method, or build:<N>) and print JSON.')
 
-METHODS = ('native', 'faithful', 'matplotlib')
+METHODS = ('logmel', 'faithful', 'matplotlib')
 _DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'data')
 
 
@@ -107,7 +107,7 @@ def measure_method(method: str, limit: int) -> dict[str, Any]:
   else:
     waves = ((_tone(i, 3.0, 16000), 16000) for i in range(limit))
   compute = {
-      'native': lambda wave, sr, _: audio.native_spectrogram(wave, sr, size=(64, 96)),
+      'logmel': lambda wave, sr, _: audio.logmel_spectrogram(wave, sr, size=(64, 96)),
       'faithful': lambda wave, sr, _: audio.faithful_spectrogram(wave, sr, size=(200, 300)),
       'matplotlib': matplotlib_image,
   }[method]
@@ -160,10 +160,10 @@ class ToneCorpus:
 
 def measure_build(size: int) -> dict[str, Any]:
   """Builds the generated corpus of `size` utterances (in this process) and returns its peak memory."""
-  from emojax import arrays
+  from emojax import arrays, features
 
-  spec = arrays.FeatureSpec(variant='ds2', frontend='native', audio_size=(64, 96), video_frames=20,
-                            video_size=(60, 100))
+  spec = features.FeatureSpec(variant='ds2', frontend='logmel', audio_size=(64, 96), video_frames=20,
+                              video_size=(60, 100))
   with tempfile.TemporaryDirectory() as data_dir:
     before = _peak_rss_mb()
     start = time.perf_counter()
@@ -213,7 +213,7 @@ def main(argv):
   if _MEMORY.value:
     runs = [_child(f'build:{size}') for size in (_UTTERANCES.value, 10 * _UTTERANCES.value)]
     table = ['# Peak memory of a feature build against corpus size', '',
-             f'Generated corpus (`ToneCorpus`: 2-7 s tones, side-by-side video), variant ds2, native 64x96 '
+             f'Generated corpus (`ToneCorpus`: 2-7 s tones, side-by-side video), variant ds2, logmel 64x96 '
              f'log-mel + 20x60x100 video per 3-s clip, {machine}. Each build in its own process; '
              'peak RSS = `ru_maxrss`.', '',
              '| utterances | records | ArrayRecord MB | build s | peak RSS MB (after imports) | peak RSS MB |',

@@ -23,26 +23,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emojax import loader, models, train
+from experiments.configs import resolve_config_path
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:variant].',
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Overrides config.workdir.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Multi-host: call jax.distributed.initialize() first '
                                  '(TPU pods and SLURM/Kubernetes clusters configure themselves).')
-_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
-
-
-def resolve_config_path(argv: list[str]) -> list[str]:
-  """Maps --config=configs/x.py[:arg] to experiments/configs/x.py when the former does not exist."""
-  resolved = []
-  for item in argv:
-    if item.startswith('--config=') and not item.startswith('--config.'):
-      path, _, arg = item[len('--config='):].partition(':')
-      local = os.path.join(_CONFIG_DIR, os.path.relpath(path, 'configs')) if path.startswith('configs') else path
-      if not os.path.exists(path) and os.path.exists(local):
-        item = '--config=' + local + (':' + arg if arg else '')
-    resolved.append(item)
-  return resolved
 
 
 def main(argv):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from emojax import arrays, audio, loader
+from emojax import arrays, audio, features, loader, splits
 from emojax.corpora import labels as label_sets
 from emojax.corpora.iemocap import IemocapCorpus
 from experiments.configs import common
@@ -36,10 +36,10 @@ def builds(corpus, tmp_path_factory):
   """The four variants with 1-s clips and video, and ds2 with the paper's 3-s clips (audio only)."""
   root, _ = corpus
   data_dir = str(tmp_path_factory.mktemp('data'))
-  built = {variant: arrays.build(IemocapCorpus(root), arrays.FeatureSpec(variant=variant, clip_seconds=1.0, **SMALL),
+  built = {variant: arrays.build(IemocapCorpus(root), features.FeatureSpec(variant=variant, clip_seconds=1.0, **SMALL),
                                  data_dir, utterances_per_shard=8)
-           for variant in arrays.VARIANTS}
-  built['ds2_3s'] = arrays.build(IemocapCorpus(root), arrays.FeatureSpec(variant='ds2', with_video=False, **SMALL),
+           for variant in features.VARIANTS}
+  built['ds2_3s'] = arrays.build(IemocapCorpus(root), features.FeatureSpec(variant='ds2', with_video=False, **SMALL),
                                  data_dir)
   return built
 
@@ -58,11 +58,11 @@ def clips_per_utterance(built):
   return collections.Counter(e['utterance'] for e in built.examples if e['copy'] == 0)
 
 
-@pytest.mark.parametrize('variant', sorted(arrays.VARIANTS))
+@pytest.mark.parametrize('variant', sorted(features.VARIANTS))
 def test_variants_give_the_clips_labels_and_speakers_of_the_ground_truth(builds, corpus, variant):
   _, truth = corpus
   built = builds[variant]
-  clipped, _ = arrays.VARIANTS[variant]
+  clipped, _ = features.VARIANTS[variant]
   assert built.class_names == FOUR_CLASS
   expected = {u: expected_clips(truth['utterances'][u]['end'] - truth['utterances'][u]['start'], 1.0)
               if clipped else 1 for u in kept_ids(truth)}
@@ -124,7 +124,7 @@ def test_full_utterances_carry_their_own_tone(builds, corpus):
   assert raw.examples == cleaned.examples
   for i, example in enumerate(raw.examples):
     image = raw.source[i]['audio'][..., 0]
-    row = audio.native_row_of_frequency(truth['utterances'][example['utterance']]['frequency'], height=32)
+    row = audio.logmel_row_of_frequency(truth['utterances'][example['utterance']]['frequency'], height=32)
     assert abs(int(np.argmax(image.mean(axis=1))) - row) <= 1
     # Spectral gating takes its noise statistics from the quietest frames; a steady tone is all
     # "noise" to it, so the cleaned variant is much quieter.
@@ -165,7 +165,7 @@ def test_video_shows_the_speakers_half_of_the_utterance(builds, corpus):
 
 def test_face_crop_falls_back_to_the_fixed_crop_and_counts_it(builds, corpus, tmp_path):
   root, _ = corpus
-  face = arrays.build(IemocapCorpus(root), arrays.FeatureSpec(variant='ds1', video_crop='face', **SMALL),
+  face = arrays.build(IemocapCorpus(root), features.FeatureSpec(variant='ds1', video_crop='face', **SMALL),
                       str(tmp_path))
   assert face.manifest['video'] == {'face_fallback_fixed_crop': len(face.examples)}  # painted halves, no faces
   assert builds['ds1'].manifest['video'] == {}
@@ -176,8 +176,8 @@ def test_face_crop_falls_back_to_the_fixed_crop_and_counts_it(builds, corpus, tm
 
 def test_faithful_front_end(builds, corpus, tmp_path):
   root, truth = corpus
-  built = arrays.build(IemocapCorpus(root), arrays.FeatureSpec(variant='ds1', frontend='faithful',
-                                                               with_video=False, **SMALL), str(tmp_path))
+  built = arrays.build(IemocapCorpus(root), features.FeatureSpec(variant='ds1', frontend='faithful',
+                                                                 with_video=False, **SMALL), str(tmp_path))
   assert built.examples == builds['ds1'].examples
   for i, example in enumerate(built.examples):
     image = built.source[i]['audio']
@@ -193,8 +193,8 @@ def test_faithful_front_end(builds, corpus, tmp_path):
 ])
 def test_class_maps(corpus, tmp_path, class_set, merge_exc, names):
   root, truth = corpus
-  built = arrays.build(IemocapCorpus(root), arrays.FeatureSpec(variant='ds1', class_set=class_set, merge_exc=merge_exc,
-                                                               with_video=False, **SMALL), str(tmp_path))
+  spec = features.FeatureSpec(variant='ds1', class_set=class_set, merge_exc=merge_exc, with_video=False, **SMALL)
+  built = arrays.build(IemocapCorpus(root), spec, str(tmp_path))
   assert built.class_names == names
   merged = {'exc': 'hap'} if merge_exc else {}
   expected = {u: names.index(merged.get(t['label'], t['label'])) for u, t in truth['utterances'].items()
@@ -224,7 +224,7 @@ class _Wrapped:
 
 def test_an_interrupted_build_resumes_without_duplicates(corpus, tmp_path):
   root, truth = corpus
-  spec = arrays.FeatureSpec(variant='ds2', clip_seconds=1.0, with_video=False, **SMALL)
+  spec = features.FeatureSpec(variant='ds2', clip_seconds=1.0, with_video=False, **SMALL)
 
   def interrupt_after_7(utt, wave, sr):
     if interrupted.audio_loads > 7:
@@ -234,7 +234,7 @@ def test_an_interrupted_build_resumes_without_duplicates(corpus, tmp_path):
   interrupted = _Wrapped(IemocapCorpus(root), interrupt_after_7)
   with pytest.raises(KeyboardInterrupt):
     arrays.build(interrupted, spec, str(tmp_path / 'resumed'), utterances_per_shard=4)
-  unfinished = os.path.join(str(tmp_path / 'resumed'), 'iemocap', spec.key(), 'unfinished')
+  unfinished = os.path.join(str(tmp_path / 'resumed'), 'iemocap', arrays.build_key(spec), 'unfinished')
   finished = sorted(f for f in os.listdir(unfinished) if f.endswith('.json'))
   assert finished  # the shards completed before the interrupt stay on disk
   done_ids = {row['id'] for f in finished for row in json.load(open(os.path.join(unfinished, f)))['rows']
@@ -278,7 +278,7 @@ def test_bad_input_lands_in_the_manifest_and_the_build_goes_on(tmp_path):
       wave = np.zeros_like(wave)
     return wave, sr
 
-  built = arrays.build(_Wrapped(IemocapCorpus(root), defects), arrays.FeatureSpec(variant='ds1', **SMALL),
+  built = arrays.build(_Wrapped(IemocapCorpus(root), defects), features.FeatureSpec(variant='ds1', **SMALL),
                        str(tmp_path / 'data'))
   rows = {row['id']: row for row in built.manifest['rows']}
   assert rows[corrupt]['reason'].startswith('OSError') and 'cannot read audio' in rows[corrupt]['reason']
@@ -294,10 +294,10 @@ def test_bad_input_lands_in_the_manifest_and_the_build_goes_on(tmp_path):
 def test_a_corpus_with_nothing_usable_is_a_clear_error(corpus, tmp_path):
   root, truth = corpus
   silent = _Wrapped(IemocapCorpus(root), lambda utt, wave, sr: (np.zeros_like(wave), sr))
-  spec = arrays.FeatureSpec(variant='ds1', with_video=False, **SMALL)
+  spec = features.FeatureSpec(variant='ds1', with_video=False, **SMALL)
   with pytest.raises(ValueError, match=r"No usable utterance in corpus 'iemocap'.*manifest\.json"):
     arrays.build(silent, spec, str(tmp_path))
-  manifest = json.load(open(os.path.join(str(tmp_path), 'iemocap', spec.key(), 'manifest.json')))
+  manifest = json.load(open(os.path.join(str(tmp_path), 'iemocap', arrays.build_key(spec), 'manifest.json')))
   assert manifest['kept'] == 0
   assert manifest['skipped_by_reason']['ValueError'] == len(kept_ids(truth))
 
@@ -308,23 +308,23 @@ def test_splits_keep_sibling_clips_together(builds, variant):
   groups = sorted({e['group'] for e in examples})
   assert groups == [f'Session{s}' for s in range(1, 6)]
   for fold, group in enumerate(groups):  # leave-one-session-out: 5 folds
-    split = arrays.split_examples(examples, 'group', fold=fold)
+    split = splits.split_examples(examples, 'group', fold=fold)
     assert {examples[i]['group'] for i in split['test']} == {group}
     assert sorted(split['train'] + split['test']) == list(range(len(examples)))
   with pytest.raises(ValueError, match='Fold 5 out of range'):
-    arrays.split_examples(examples, 'group', fold=5)
+    splits.split_examples(examples, 'group', fold=5)
   side = lambda split, name: {examples[i]['utterance'] for i in split[name]}
-  for split in (arrays.split_examples(examples, 'group', fold=2), arrays.split_examples(examples, 'speaker', seed=1)):
+  for split in (splits.split_examples(examples, 'group', fold=2), splits.split_examples(examples, 'speaker', seed=1)):
     assert not side(split, 'train') & side(split, 'test')
   # The paper's random split over clips puts sibling clips on both sides.
-  random_split = arrays.split_examples(examples, 'random', seed=0)
+  random_split = splits.split_examples(examples, 'random', seed=0)
   assert side(random_split, 'train') & side(random_split, 'test')
 
 
 def test_augmented_copies_are_training_only(builds, corpus, tmp_path):
   root, truth = corpus
   plain = builds['ds2_3s']
-  spec = arrays.FeatureSpec(variant='ds2', with_video=False, augment_copies=2, **SMALL)
+  spec = features.FeatureSpec(variant='ds2', with_video=False, augment_copies=2, **SMALL)
   built = arrays.build(IemocapCorpus(root), spec, str(tmp_path))
   assert [e['copy'] for e in built.examples] == [0, 1, 2] * len(plain.examples)
   assert [e for e in built.examples if e['copy'] == 0] == plain.examples
@@ -335,11 +335,11 @@ def test_augmented_copies_are_training_only(builds, corpus, tmp_path):
       np.testing.assert_array_equal(image, original)
     else:  # a faint sweep: changed, still dominated by the utterance's tone
       assert 0 < np.abs(image - original).mean() < 0.2
-      row = audio.native_row_of_frequency(truth['utterances'][example['utterance']]['frequency'], height=32)
+      row = audio.logmel_row_of_frequency(truth['utterances'][example['utterance']]['frequency'], height=32)
       assert abs(int(np.argmax(image[..., 0].mean(axis=1))) - row) <= 1
   assert not np.array_equal(built.source[1]['audio'], built.source[2]['audio'])  # copies differ
   for scheme, options in (('group', {'fold': 0}), ('random', {'seed': 0})):
-    split = arrays.split_examples(built.examples, scheme, **options)
+    split = splits.split_examples(built.examples, scheme, **options)
     assert all(built.examples[i]['copy'] == 0 for i in split['test'])
     train_originals = {(built.examples[i]['utterance'], built.examples[i]['clip'])
                        for i in split['train'] if built.examples[i]['copy'] == 0}

@@ -57,18 +57,18 @@ def test_a_tone_lands_in_its_row_in_the_faithful_front_end(freq, sr):
 @pytest.mark.parametrize('sr', [16000, 44100])
 @pytest.mark.parametrize('freq', [1000.0, 3000.0])
 @pytest.mark.parametrize('kind, size', [('logmel', (64, 96)), ('db', None), ('db', (100, 50))])
-def test_a_tone_lands_in_its_row_in_the_native_front_end(freq, sr, kind, size):
-  image = audio.native_spectrogram(tone(freq, sr), sr, kind=kind, size=size)
+def test_a_tone_lands_in_its_row_in_the_logmel_front_end(freq, sr, kind, size):
+  image = audio.logmel_spectrogram(tone(freq, sr), sr, kind=kind, size=size)
   assert image.dtype == np.float32 and image.shape[-1] == 1
   if size is not None:
     assert image.shape == (*size, 1)
   row = np.argmax(image[:, 5:-5, 0].mean(axis=1))
   height = None if size is None else size[0]
-  assert abs(row - audio.native_row_of_frequency(freq, kind=kind, height=height)) <= 1
+  assert abs(row - audio.logmel_row_of_frequency(freq, kind=kind, height=height)) <= 1
 
 
-def test_native_shape_without_resize_is_bins_by_frames():
-  image = audio.native_spectrogram(tone(440, 16000, seconds=1.0), 16000, size=None)
+def test_logmel_shape_without_resize_is_bins_by_frames():
+  image = audio.logmel_spectrogram(tone(440, 16000, seconds=1.0), 16000, size=None)
   assert image.shape == (64, 1 + 16000 // 160, 1)
 
 
@@ -85,17 +85,17 @@ def test_fixed_db_scale_keeps_loudness_and_silence_is_the_bottom_colour():
   silence = unnormalised(audio.faithful_spectrogram(np.zeros(sr, np.float32), sr))
   bottom = np.array(matplotlib.colormaps['seismic'](0.0)[:3], np.float32)
   np.testing.assert_allclose(silence, np.broadcast_to(bottom, silence.shape), atol=1e-5)
-  # The native front end keeps loudness too: -26 dB is 26 / 40 lower on its [-1, 1] scale.
-  native = lambda wave: audio.native_spectrogram(wave, sr, kind='db', size=None)[..., 0]
-  peak_row = audio.native_row_of_frequency(1000.0, kind='db', height=None)
-  drop = native(loud)[peak_row, 5:-5].mean() - native(quiet)[peak_row, 5:-5].mean()
+  # The logmel front end keeps loudness too: -26 dB is 26 / 40 lower on its [-1, 1] scale.
+  logmel = lambda wave: audio.logmel_spectrogram(wave, sr, kind='db', size=None)[..., 0]
+  peak_row = audio.logmel_row_of_frequency(1000.0, kind='db', height=None)
+  drop = logmel(loud)[peak_row, 5:-5].mean() - logmel(quiet)[peak_row, 5:-5].mean()
   assert drop == pytest.approx(20 * np.log10(20) / 40, abs=0.02)
-  assert np.all(native(np.zeros(sr, np.float32)) == -1.0)
+  assert np.all(logmel(np.zeros(sr, np.float32)) == -1.0)
 
 
-def test_native_full_scale_sine_is_near_zero_dbfs():
+def test_logmel_full_scale_sine_is_near_zero_dbfs():
   # A full-scale sine peaks at 0 dBFS, the top of the scale (+1).
-  image = audio.native_spectrogram(tone(1000.0, 16000, amplitude=1.0), 16000, kind='db', size=None)
+  image = audio.logmel_spectrogram(tone(1000.0, 16000, amplitude=1.0), 16000, kind='db', size=None)
   assert image[:, 5:-5].max() == pytest.approx(1.0, abs=0.01)
 
 
@@ -118,9 +118,9 @@ def test_faithful_keeps_only_frequencies_below_max_freq():
 
 def test_front_ends_refuse_empty_input_and_unknown_kind():
   with pytest.raises(ValueError, match='empty'):
-    audio.native_spectrogram(np.zeros(0, np.float32), 16000)
+    audio.logmel_spectrogram(np.zeros(0, np.float32), 16000)
   with pytest.raises(ValueError, match='kind'):
-    audio.native_spectrogram(tone(440, 16000), 16000, kind='mfcc')
+    audio.logmel_spectrogram(tone(440, 16000), 16000, kind='mfcc')
 
 
 # --- Clips and noise padding ----------------------------------------------------------------------

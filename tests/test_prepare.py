@@ -1,10 +1,13 @@
-"""The prepare command on a generated miniature IEMOCAP: build, manifest, split files, reuse."""
+"""The prepare command on a generated miniature IEMOCAP: build, manifest, split files, reuse by prepare and run."""
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from emojax import arrays, loader
+from experiments.configs import cnn
 
 sys.path.insert(0, os.path.dirname(__file__))
 import miniature_iemocap  # noqa: E402  (a helper next to this file)
@@ -22,14 +25,17 @@ def _prepare(*flags: str) -> tuple[str, str]:
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory):
   corpus_dir = str(tmp_path_factory.mktemp('iemocap'))
+  data_dir = str(tmp_path_factory.mktemp('data'))
   truth = miniature_iemocap.make_miniature_iemocap(corpus_dir, defects=True)
-  flags = ('--corpus=iemocap', f'--corpus_dir={corpus_dir}', f'--data_dir={tmp_path_factory.mktemp("data")}',
-           '--variant=ds2', '--clip_seconds=1', '--no_video', '--audio_size=16,24', '--utterances_per_shard=8')
-  return truth, flags, _prepare(*flags)
+  overrides = {'corpus.name': 'iemocap', 'corpus.root': corpus_dir, 'data.data_dir': data_dir,
+               'data.variant': 'ds2', 'data.clip_seconds': 1.0, 'data.audio_size': (16, 24)}
+  flags = ('--config=configs/cnn.py:smoke', *(f'--config.{k}={v}' for k, v in overrides.items()),
+           '--utterances_per_shard=8')
+  return truth, overrides, flags, _prepare(*flags)
 
 
 def test_prepare_builds_prints_the_manifest_and_writes_every_fold(prepared):
-  truth, _, (stdout, stderr) = prepared
+  truth, _, _, (stdout, stderr) = prepared
   assert 'features iemocap ds2' in stderr  # the progress bar
   summary = json.loads(stdout.strip().splitlines()[-1])
   kept = [u for u, t in truth['utterances'].items() if t['label'] in ('hap', 'sad', 'ang', 'neu')]
@@ -51,7 +57,23 @@ def test_prepare_builds_prints_the_manifest_and_writes_every_fold(prepared):
 
 
 def test_prepare_again_reuses_the_build(prepared):
-  _, flags, (stdout, _) = prepared
+  _, _, flags, (stdout, _) = prepared
   again, progress = _prepare(*flags)
   assert 'features iemocap' not in progress  # no progress bar: nothing recomputed
   assert json.loads(again.strip().splitlines()[-1]) == json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_a_run_of_the_same_config_reads_the_prepared_arrays(prepared, tmp_path, monkeypatch):
+  _, overrides, _, (stdout, _) = prepared
+  summary = json.loads(stdout.strip().splitlines()[-1])
+  config = cnn.get_config('smoke')
+  for key, value in overrides.items():
+    section, field = key.split('.')
+    config[section][field] = value
+  monkeypatch.setattr(arrays, '_build', lambda *args: pytest.fail('load_data built the arrays again'))
+  data = loader.load_data(config, str(tmp_path))
+  assert len(data.train) + len(data.test) == summary['records']
+  assert data.train.example_batch(2)['audio'].shape == (2, 16, 24, 1)
+  corpus_builds = os.path.dirname(summary['directory'])  # the one build there is the prepared one
+  assert os.listdir(overrides['data.data_dir']) == [os.path.basename(corpus_builds)]
+  assert os.listdir(corpus_builds) == [os.path.basename(summary['directory'])]

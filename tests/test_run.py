@@ -57,14 +57,14 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   assert 'matches the metrics recorded with the checkpoint' in evaluated.stdout
 
 
-def test_unknown_config_key_and_variant_are_rejected():
+def test_unknown_config_key_and_preset_are_rejected():
   result = _run('--config=configs/fusion.py:smoke', '--config.train.learning_rat=0.1')
   assert result.returncode != 0 and 'learning_rat' in result.stderr
   result = _run('--config=configs/fusion.py:bogus')
-  assert result.returncode != 0 and 'Unknown config variant' in result.stderr
+  assert result.returncode != 0 and 'Unknown config preset' in result.stderr
 
 
-def test_pretrain_variants_pick_the_loss_and_fusion_finds_their_last_checkpoint():
+def test_pretrain_presets_pick_the_loss_and_fusion_finds_their_last_checkpoint():
   default, margin = pretrain.get_config(None), pretrain.get_config('margin')
   assert (default.contrastive.loss, default.workdir) == ('infonce', 'workdirs/pretrain')
   assert (margin.contrastive.loss, margin.contrastive.negatives) == ('margin', 'mined')  # the paper's
@@ -72,6 +72,7 @@ def test_pretrain_variants_pick_the_loss_and_fusion_finds_their_last_checkpoint(
   assert pretrain.get_config('smoke').train.num_epochs == 2
   fine = fusion.get_config('smoke,pretrained')
   assert fine.init_from == pretrain.get_config('smoke').workdir + '/checkpoints/latest'
+  assert fusion.get_config('pretrained,paper').init_from == pretrain.get_config('paper').workdir + '/checkpoints/latest'
   assert tuple(fine.init_keys) == ('audio_encoder', 'video_encoder')
 
 

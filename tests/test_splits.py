@@ -56,3 +56,15 @@ def test_balance_duplicates_small_and_undersamples_large_classes():
   assert counts == {0: 5, 1: 5, 2: 5}
   assert len(set(i for i in balanced if labels[i] == 0)) == 5  # undersampled without repeats
   assert set(i for i in balanced if labels[i] == 1) == {10, 11, 12}  # every small-class example kept
+
+
+def test_split_examples_keeps_augmented_copies_with_their_trained_original():
+  ex = [{**e, 'copy': copy} for e in _examples() for copy in range(3)]
+  originals = [i for i, e in enumerate(ex) if e['copy'] == 0]
+  for scheme, options in (('speaker', {'test_speakers': ('c',)}), ('group', {'fold': 1}), ('random', {'seed': 2})):
+    split = splits.split_examples(ex, scheme, **options)
+    plain = splits.make_split([ex[i] for i in originals], scheme, **options)
+    assert split['test'] == [originals[i] for i in plain['test']]  # held out: originals only
+    trained = {(ex[originals[i]]['utterance'], ex[originals[i]]['clip']) for i in plain['train']}
+    assert split['train'] == sorted(i for i, e in enumerate(ex) if (e['utterance'], e['clip']) in trained)
+    assert split['test_units'] == plain['test_units']

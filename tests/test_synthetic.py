@@ -4,7 +4,7 @@ import collections
 import ml_collections
 import numpy as np
 
-from emojax import arrays, corpora
+from emojax import corpora, features
 from emojax.corpora import synthetic
 from experiments.configs import common
 
@@ -14,7 +14,7 @@ def loudness_and_mouth(corpus, utterances, spec):
   dark (open) the lower half of each frame is."""
   loud, mouth = [], []
   for utt in utterances:
-    example = next(arrays.utterance_examples(corpus, utt, spec, collections.Counter()))
+    example = next(features.utterance_examples(corpus, utt, spec, collections.Counter()))
     columns = example['audio'][..., 0].mean(axis=0)  # mean over mel rows, per column of the clip
     frames = example['video'].astype(np.float32).mean(axis=-1)
     times = (np.arange(len(frames)) + 0.5) / len(frames)  # frames and columns span the same clip
@@ -30,8 +30,7 @@ def test_mouth_follows_the_audio_at_the_default_frame_rate():
   held-out-like speakers, through the default config's features (3-s clips, 12 frames)."""
   c = common.base_config('fusion', None)
   corpus = synthetic.SyntheticCorpus(**c.corpus.synthetic.to_dict())
-  spec = arrays.FeatureSpec(audio_size=tuple(c.data.audio_size), video_frames=c.data.video_frames,
-                            video_size=tuple(c.data.video_size))
+  spec = features.spec_from_config(c)
   utterances = [u for u in corpus.utterances() if u.speaker in ('spk02', 'spk04') and int(u.id[-3:]) < 6]
   loud, mouth = loudness_and_mouth(corpus, utterances, spec)
   correlation = loud @ mouth.T / loud.shape[1]  # (audio clip, video clip)
@@ -41,14 +40,6 @@ def test_mouth_follows_the_audio_at_the_default_frame_rate():
   assert len(utterances) == 48
   assert own > 0.5 and own > others + 0.3, (own, others)
   assert recall_at_1 > 10 / 48, recall_at_1  # chance: 1/48
-
-
-def test_clip_frames_hold_the_last_frame_over_the_padded_audio():
-  frames = np.arange(25)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
-  # 5 fps, 3-s clips of 15 frames: the second clip has 10 frames of video, then holds frame 24.
-  assert arrays.clip_frames(frames, 5.0, 0, 3.0)[:, 0, 0, 0].tolist() == list(range(15))
-  assert arrays.clip_frames(frames, 5.0, 1, 3.0)[:, 0, 0, 0].tolist() == list(range(15, 25)) + [24] * 5
-  assert arrays.clip_frames(frames, 5.0, 2, 3.0)[:, 0, 0, 0].tolist() == [24] * 15
 
 
 def test_cache_key_follows_the_generator_version(monkeypatch):

@@ -459,6 +459,6 @@ def _frames(rng: np.random.Generator, speaker: dict, face: dict, loudness: np.nd
   _paint(image, _soft(np.minimum(within, open_now / 2 * profile - gap)), MOUTH_INSIDE)
 
   frames *= rng.uniform(0.85, 1.15)  # lighting
-  noise = rng.random(frames.shape, dtype=np.float32)  # camera noise (uniform: 6x cheaper than normal)
+  noise = rng.random(frames.shape, dtype=np.float32)  # camera noise (uniform: cheaper to draw than normal)
   frames += rng.uniform(2, 6) * np.sqrt(12) * (noise - 0.5)
   return np.clip(frames + 0.5, 0, 255).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""`cnn_lstm` on the embedded synthetic corpus (variants: see common.py)."""
+"""`cnn_lstm` on the embedded synthetic corpus (presets: see common.py)."""
 from experiments.configs import common
 
 

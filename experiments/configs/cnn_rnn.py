@@ -1,4 +1,4 @@
-"""`cnn_rnn` on the embedded synthetic corpus (variants: see common.py)."""
+"""`cnn_rnn` on the embedded synthetic corpus (presets: see common.py)."""
 from experiments.configs import common
 
 

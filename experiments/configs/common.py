@@ -1,6 +1,6 @@
 """The full set of fields every run config has; model configs change a few.
 
-Variants (the `:arg` after the config path; several join with commas, e.g. `:smoke,pretrained`):
+Presets (the `:arg` after the config path; several join with commas, e.g. `:smoke,pretrained`):
   (none)  the embedded synthetic corpus, sized so the run takes about five minutes on 2 CPU cores
   smoke   a tiny corpus and tiny shapes for tests (seconds)
   paper   the paper's front end and sizes (faithful 200x300 RGB spectrograms, 60x100 video,
@@ -9,19 +9,27 @@ Variants (the `:arg` after the config path; several join with commas, e.g. `:smo
 import ml_collections
 
 
-def variants(arg: str | None, known: tuple[str, ...]) -> set[str]:
-  """The comma-separated variants in `arg`; an unknown one is an error."""
+PRESETS = ('smoke', 'paper')
+
+
+def presets(arg: str | None, known: tuple[str, ...] = PRESETS) -> set[str]:
+  """The comma-separated presets in `arg`; an unknown one is an error."""
   chosen = {a.strip() for a in (arg or '').split(',') if a.strip()}
   if chosen - set(known):
-    raise ValueError(f'Unknown config variant(s) {sorted(chosen - set(known))}; expected among {list(known)}.')
+    raise ValueError(f'Unknown config preset(s) {sorted(chosen - set(known))}; expected among {list(known)}.')
   return chosen
 
 
-def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-  chosen = variants(arg, ('smoke', 'paper') + extra_variants)
+def workdir(name: str, chosen: set[str]) -> str:
+  """The workdir of a run: `name` (the model, or a stage such as 'pretrain') and its presets, sorted."""
+  return 'workdirs/' + '_'.join([name, *sorted(chosen)])
+
+
+def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  chosen = presets(arg, PRESETS + extra_presets)
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.workdir = 'workdirs/' + '_'.join([model, *sorted(chosen)])
+  c.workdir = workdir(model, chosen)
   c.init_from = ''                # checkpoint (step dir, manager dir or workdir) to start from
   c.init_keys = ()                # parameter subtrees taken from init_from (empty: all)
   c.freeze_steps = 0              # keep the init_keys subtrees frozen for this many steps
@@ -30,8 +38,8 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
 
   c.contrastive = ml_collections.ConfigDict()
   # Hinge margin. With normalize=True random unit embeddings lie about sqrt(2) apart, so a margin
-  # of 1.0 leaves negatives untouched until training pulls the embeddings together (measured:
-  # hard/super-hard losses are 0 for the first ~20 steps); above sqrt(2) they push from step 1.
+  # of 1.0 leaves negatives untouched until training pulls the embeddings together (their
+  # losses are 0 for the first steps); above sqrt(2) they push from step 1.
   c.contrastive.margin = 1.0
   c.contrastive.normalize = True
   c.contrastive.center = True     # subtract each modality's batch mean before normalising
@@ -53,9 +61,9 @@ def base_config(model: str, arg: str | None, extra_variants: tuple[str, ...] = (
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = 'data'        # where precomputed arrays are cached
   c.data.variant = 'ds2'          # ds1 full/raw, ds2 3-s clips/raw, ds3 full/denoised, ds4 clips/denoised
-  c.data.frontend = 'native'      # native (log-mel, 1 channel) | faithful (paper: colormap RGB)
+  c.data.frontend = 'logmel'      # logmel (1 channel) | faithful (paper: colormap RGB)
   # The defaults are sized for the embedded corpus on 2 CPU cores (about five minutes);
-  # the 'paper' variant sets the paper's sizes.
+  # the 'paper' preset sets the paper's sizes.
   c.data.audio_size = (48, 64)    # (frequency rows, time columns)
   c.data.clip_seconds = 3.0
   c.data.class_set = '4class'     # 4class (hap sad ang neu) | 3class (sad ang neu) | all

@@ -4,7 +4,7 @@ r"""Audio models on the real recordings in ../shared/data, speaker-independent (
   python -m experiments.run --config=configs/emodb.py:cnn               # the CNN instead
   python -m experiments.run --config=configs/emodb.py:ravdess           # RAVDESS speech instead of Emo-DB
 
-Variants (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs).
+Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs).
 Emo-DB here is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
 image per file; RAVDESS clips last 3-5 s and use ds1 too. Held out: one male and one
 female speaker on Emo-DB (03, 08), two of each on RAVDESS (actors 01, 02, 03, 04);
@@ -17,18 +17,18 @@ _MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')
 
 
 def get_config(arg=None):
-  chosen = common.variants(arg, _MODELS + ('ravdess', 'smoke'))
+  chosen = common.presets(arg, _MODELS + ('ravdess', 'smoke'))
   models = chosen & set(_MODELS)
   if len(models) > 1:
     raise ValueError(f'Choose one model, got {sorted(models)}.')
   model = models.pop() if models else 'cnn_rnn'
   c = common.base_config(model, None)
   corpus = 'ravdess' if 'ravdess' in chosen else 'emodb'
-  c.workdir = f'workdirs/{corpus}_{model}' + ('_smoke' if 'smoke' in chosen else '')
+  c.workdir = common.workdir(f'{corpus}_{model}', chosen & {'smoke'})
   c.corpus.name = corpus
   c.corpus.root = f'../shared/data/{corpus}'
   c.data.variant = 'ds1'
-  c.data.frontend = 'native'
+  c.data.frontend = 'logmel'
   c.data.audio_size = (64, 96)
   c.data.class_set = '4class'
   c.data.split = 'speaker'

@@ -1,7 +1,7 @@
-"""`fusion`: CNN+RNN audio and 3D-CNN video, concatenated (variants: see common.py).
+"""`fusion`: CNN+RNN audio and 3D-CNN video, concatenated (presets: see common.py).
 
   :pretrained  fine-tune from contrastive pre-training (run configs/pretrain.py first with
-               the same other variants): the encoders start from its last checkpoint (not
+               the same other presets): the encoders start from its last checkpoint (not
                its best, which was picked by held-out retrieval).
 Without it the fusion model is trained directly (the paper's second method).
 """
@@ -9,8 +9,9 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  c = common.base_config('fusion', arg, extra_variants=('pretrained',))
-  if 'pretrained' in common.variants(arg, ('smoke', 'paper', 'pretrained')):
-    c.init_from = c.workdir.replace('fusion', 'pretrain').replace('_pretrained', '') + '/checkpoints/latest'
+  c = common.base_config('fusion', arg, extra_presets=('pretrained',))
+  chosen = common.presets(arg, common.PRESETS + ('pretrained',))
+  if 'pretrained' in chosen:
+    c.init_from = common.workdir('pretrain', chosen - {'pretrained'}) + '/checkpoints/latest'
     c.init_keys = ('audio_encoder', 'video_encoder')
   return c

@@ -1,4 +1,4 @@
-"""`video3d` on the embedded synthetic corpus (variants: see common.py)."""
+"""`video3d` on the embedded synthetic corpus (presets: see common.py)."""
 from experiments.configs import common
 
 
