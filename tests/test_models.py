@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from emojax import models
+from emojax import kernels, models
 from emojax.models.cnn import audio_feature_shape
 from emojax.models.video3d import video_feature_shape
 
@@ -202,3 +202,12 @@ def test_unrolled_scan_gives_the_same_values_and_gradients(name):
   np.testing.assert_allclose(value, value_ref, rtol=1e-6)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('name,plan', [('cnn', kernels.Plan(audio=('xla', 'xla'))),
+                                       ('video3d', kernels.Plan(video=('xla',) * 5))])
+def test_a_kernel_plan_that_does_not_name_every_layer_is_an_error(name, plan):
+  model = models.MODELS[name](num_classes=3, width=0.25, plan=plan)
+  x = {'audio': jnp.zeros((1, 32, 48, 1)), 'video': jnp.zeros((1, 9, 48, 64, 3))}
+  with pytest.raises(ValueError, match='kernel plan names'):
+    model.init(RNGS, x, train=False)

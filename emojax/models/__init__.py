@@ -1,4 +1,4 @@
-"""The model zoo, chosen by name: cnn, cnn_rnn, cnn_lstm, video3d, fusion.
+"""The paper's networks, chosen by name: cnn, cnn_rnn, cnn_lstm, video3d, fusion.
 
 Every model is a Flax Linen module used through `init`/`apply`:
 `model.apply(variables, inputs, train=...)` gives logits (B, classes) from
@@ -7,11 +7,13 @@ Every model is a Flax Linen module used through `init`/`apply`:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from emojax import kernels
 from emojax.models.cnn import AudioCNN
 from emojax.models.fusion import Fusion
 from emojax.models.recurrent import AudioRecurrent
@@ -28,20 +30,27 @@ MODELS = {
 INPUTS = {'cnn': ('audio',), 'cnn_rnn': ('audio',), 'cnn_lstm': ('audio',), 'video3d': ('video',),
           'fusion': ('audio', 'video')}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-_COMMON = ('width', 'batchnorm', 'dropout', 'embed_dim', 'dtype', 'conv_impl', 'pool_impl')
-_RECURRENT = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan', 'rnn_unroll')
-# The config fields each model reads; the others do not apply to it.
-FIELDS = {
-    'cnn': _COMMON,
-    'cnn_rnn': _COMMON + _RECURRENT,
-    'cnn_lstm': _COMMON + _RECURRENT,
-    'video3d': _COMMON,
-    'fusion': _COMMON + _RECURRENT + ('audio_model',),
-}
+# Module fields that are not hyper-parameters of the config's `model` section: set by get_model or by the name.
+_NOT_OPTIONS = ('parent', 'name', 'num_classes', 'cell', 'plan')
 
 
-def get_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
-  """The model `name` with the given hyper-parameters (unknown ones are a TypeError)."""
+def _fields(name: str) -> tuple[str, ...]:
+  model = MODELS[name]
+  model = getattr(model, 'func', model)  # the class behind a functools.partial
+  return tuple(f.name for f in dataclasses.fields(model) if f.name not in _NOT_OPTIONS)
+
+
+# The config fields each model reads (its module's fields, and the kernel choice); the others do not apply to it.
+FIELDS = {name: _fields(name) + ('conv_impl', 'pool_impl') for name in MODELS}
+
+
+def get_model(name: str, *, num_classes: int, conv_impl: str = 'fast', pool_impl: str = 'fast',
+              **kwargs) -> nn.Module:
+  """The model `name` with the given hyper-parameters (unknown ones are a TypeError).
+
+  `conv_impl` and `pool_impl` choose how convolutions and pools are computed, not what:
+  they resolve here, once, to the model's `kernels.Plan` for this backend and device count.
+  """
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; expected one of {sorted(MODELS)}.')
   unknown = set(kwargs) - set(FIELDS[name])
@@ -49,7 +58,7 @@ def get_model(name: str, *, num_classes: int, **kwargs) -> nn.Module:
     raise TypeError(f'Model {name!r} takes no {sorted(unknown)}; its fields are {sorted(FIELDS[name])}.')
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = DTYPES[kwargs['dtype']]
-  return MODELS[name](num_classes=num_classes, **kwargs)
+  return MODELS[name](num_classes=num_classes, plan=kernels.resolve(conv_impl, pool_impl), **kwargs)
 
 
 def reads_video(name: str) -> bool:

@@ -8,13 +8,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emojax.models import fastconv
+from emojax import kernels
 
 # (channels, kernel (freq, time), padding) of each conv, from the authors' code.
 AUDIO_CONVS = ((16, (12, 16), (6, 8)), (24, (8, 12), (4, 6)), (32, (5, 7), (2, 3)))
-# conv_impl='fast': per layer, the fastest measured on CPU (benchmarks/layers.md): the FFT for the two
-# large kernels, whose lax.conv kernel gradient is 20-40x slower than its forward; lax.conv for the 5x7.
-AUDIO_FAST_CONVS = ('fft', 'fft', 'xla')
 
 
 def audio_feature_shape(height: int, width: int) -> tuple[int, int]:
@@ -42,8 +39,7 @@ class AudioConvStack(nn.Module):
   width: float = 1.0
   batchnorm: bool = False
   dtype: Any = jnp.float32
-  conv_impl: str = 'fast'
-  pool_impl: str = 'fast'
+  plan: kernels.Plan = kernels.Plan()  # how each conv and pool is computed (speed only)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -51,14 +47,15 @@ class AudioConvStack(nn.Module):
     if rows < 1 or cols < 1:
       raise ValueError(f'Audio input (height, width) {x.shape[1:3]} is too small for the conv stack (it leaves '
                        f'{rows}x{cols}); the minimum is {minimum_audio_shape()}.')
-    impls = fastconv.layer_impls(self.conv_impl, AUDIO_FAST_CONVS)
-    for (channels, kernel, pad), impl in zip(AUDIO_CONVS, impls):
-      x = fastconv.Conv(scaled(channels, self.width), kernel, ((pad[0], pad[0]), (pad[1], pad[1])),
-                        impl=impl, dtype=self.dtype)(x)
+    if len(self.plan.audio) != len(AUDIO_CONVS):
+      raise ValueError(f'The kernel plan names {len(self.plan.audio)} audio convs; the network has {len(AUDIO_CONVS)}.')
+    for (channels, kernel, pad), impl in zip(AUDIO_CONVS, self.plan.audio):
+      x = nn.Conv(scaled(channels, self.width), kernel, padding=((pad[0], pad[0]), (pad[1], pad[1])),
+                  dtype=self.dtype, conv_general_dilated=kernels.conv_function(impl))(x)
       if self.batchnorm:
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
       # floor mode, as PyTorch's MaxPool2d; pool then ReLU: the values of ReLU then pool, on a quarter of the elements
-      x = nn.relu(fastconv.max_pool(x, (2, 2), (2, 2), self.pool_impl))
+      x = nn.relu(kernels.max_pool(x, (2, 2), (2, 2), self.plan.pool))
     return x
 
 
@@ -76,11 +73,10 @@ class AudioCNN(nn.Module):
   dropout: float = 0.2
   embed_dim: int = 64
   dtype: Any = jnp.float32
-  conv_impl: str = 'fast'
-  pool_impl: str = 'fast'
+  plan: kernels.Plan = kernels.Plan()
 
   def setup(self):
-    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)
+    self.convs = AudioConvStack(width=self.width, batchnorm=self.batchnorm, dtype=self.dtype, plan=self.plan)
     self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emojax import kernels
 from emojax.models.cnn import AudioCNN
 from emojax.models.recurrent import AudioRecurrent
 from emojax.models.video3d import Video3D
@@ -28,13 +29,11 @@ class Fusion(nn.Module):
   time_scan: bool = True
   rnn_unroll: int = 1
   dtype: Any = jnp.float32
-  conv_impl: str = 'fast'
-  pool_impl: str = 'fast'
+  plan: kernels.Plan = kernels.Plan()
 
   def setup(self):
     common = dict(num_classes=self.num_classes, width=self.width, batchnorm=self.batchnorm, dropout=self.dropout,
-                  embed_dim=self.embed_dim, dtype=self.dtype, conv_impl=self.conv_impl,
-                  pool_impl=self.pool_impl)
+                  embed_dim=self.embed_dim, dtype=self.dtype, plan=self.plan)
     if self.audio_model == 'cnn':
       self.audio_encoder = AudioCNN(**common)
     elif self.audio_model in ('cnn_rnn', 'cnn_lstm'):

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emojax import kernels
 from emojax.models.cnn import AudioConvStack, scaled
 
 CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.OptimizedLSTMCell}
@@ -42,15 +43,14 @@ class AudioRecurrent(nn.Module):
   time_scan: bool = True
   rnn_unroll: int = 1  # time steps per scan iteration (a speed switch: same values)
   dtype: Any = jnp.float32
-  conv_impl: str = 'fast'
-  pool_impl: str = 'fast'
+  plan: kernels.Plan = kernels.Plan()
 
   def setup(self):
     if self.cell not in CELLS:
       raise ValueError(f'Unknown recurrent cell {self.cell!r}; expected one of {sorted(CELLS)}.')
     hidden = scaled(self.rnn_hidden, self.width)
     cell = CELLS[self.cell]
-    self.convs = AudioConvStack(self.width, self.batchnorm, self.dtype, self.conv_impl, self.pool_impl)
+    self.convs = AudioConvStack(width=self.width, batchnorm=self.batchnorm, dtype=self.dtype, plan=self.plan)
     self.layers = [nn.Bidirectional(nn.RNN(cell(hidden, dtype=self.dtype), unroll=self.rnn_unroll),
                                     nn.RNN(cell(hidden, dtype=self.dtype), unroll=self.rnn_unroll))
                    for _ in range(self.rnn_layers)]

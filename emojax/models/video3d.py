@@ -8,17 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emojax.models import fastconv
+from emojax import kernels
 from emojax.models.cnn import scaled
 
 VIDEO_CHANNELS = (16, 32, 64, 128)
 POOL_WINDOW, POOL_STRIDES = (1, 3, 3), (1, 2, 2)
-# conv_impl='fast' on CPU: the native C++ kernels (fastconv's 'native'), measured 1.9x faster than the best
-# XLA-only plan in whole training steps at batch 64 on 2 cores (benchmarks/layers_video_b64.md has the
-# layers alone). Where they cannot be built (no C++ compiler), the fastest XLA-only plan: XLA's kernel
-# gradient of the folded 2D conv was 2-6x slower than im2col + matmul, hence the split '+patches' ones.
-VIDEO_FAST_CONVS = ('native', 'native', 'native', 'native')
-VIDEO_XLA_CONVS = ('fold2d+patches:2', 'fold2d+patches', 'patches:2', 'patches:2')
 
 
 def video_feature_shape(frames: int, height: int, width: int) -> tuple[int, int, int]:
@@ -49,13 +43,15 @@ class Video3D(nn.Module):
   dropout: float = 0.2
   embed_dim: int = 64
   dtype: Any = jnp.float32
-  conv_impl: str = 'fast'
-  pool_impl: str = 'fast'
+  plan: kernels.Plan = kernels.Plan()  # how each conv and pool is computed (speed only)
 
   def setup(self):
-    impls = fastconv.layer_impls(self.conv_impl, VIDEO_FAST_CONVS, VIDEO_XLA_CONVS)
-    self.convs = [fastconv.Conv(scaled(c, self.width), (3, 3, 3), 'VALID', impl=impl, dtype=self.dtype)
-                  for c, impl in zip(VIDEO_CHANNELS, impls)]
+    if len(self.plan.video) != len(VIDEO_CHANNELS):
+      raise ValueError(f'The kernel plan names {len(self.plan.video)} video convs; the network has '
+                       f'{len(VIDEO_CHANNELS)}.')
+    self.convs = [nn.Conv(scaled(c, self.width), (3, 3, 3), padding='VALID', dtype=self.dtype,
+                          conv_general_dilated=kernels.conv_function(impl))
+                  for c, impl in zip(VIDEO_CHANNELS, self.plan.video)]
     self.norms = [nn.BatchNorm(dtype=self.dtype) for _ in VIDEO_CHANNELS] if self.batchnorm else None
     self.fc = nn.Dense(scaled(256, self.width), dtype=self.dtype)
     self.fc_embed = nn.Dense(self.embed_dim, dtype=self.dtype)
@@ -73,7 +69,7 @@ class Video3D(nn.Module):
       if self.norms:
         x = self.norms[i](x, use_running_average=not train)
       if i < 3:  # max-pool then ReLU: the same values as ReLU then pool, on a quarter of the elements
-        x = fastconv.max_pool(x, POOL_WINDOW, POOL_STRIDES, self.pool_impl)
+        x = kernels.max_pool(x, POOL_WINDOW, POOL_STRIDES, self.plan.pool)
       x = nn.relu(x)
     x = nn.relu(self.fc(x.reshape(x.shape[0], -1)))
     return self.fc_embed(self.drop(x, deterministic=not train))

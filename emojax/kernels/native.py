@@ -1,14 +1,11 @@
-"""Direct C++ kernels on CPU (`native_conv.cc`) for 3D convolutions and max-pools, through the XLA FFI:
-fastconv's 'native' convolution and max-pool impls.
+"""Direct C++ kernels on CPU (`native_conv.cc`) for 2D/3D convolutions and max-pools, through the XLA FFI:
+the 'native' convolution and max-pool impls.
 
-XLA's CPU backend has no fast 3D convolution (its own, and im2col + matmul,
-measured 2-9x slower than PyTorch's oneDNN on the video layers, and its oneDNN
-convolution rewrite is not in the pip jaxlib). The kernels in `native_conv.cc`
-read the input in place with register-tiled loops: forward and kernel gradient
-at 80-200 GFLOP/s on the paper's video layers at batch 64 on two cores, where
-the best XLA formulations reached 20-110. The input gradient is the forward
-kernel over the output gradient with the flipped kernel, skipping the zero
-padding. The max-pool gives its gradient to each window's first maximum.
+XLA's CPU backend has no fast 3D convolution, and the pip jaxlib does not
+rewrite convolutions to oneDNN. The kernels read the input in place with
+register-tiled loops. The input gradient is the forward kernel over the output
+gradient with the flipped kernel, skipping the zero padding. The max-pool gives
+its gradient to each window's first maximum.
 
 The library is compiled on first use with the system's C++ compiler for this
 machine (`-march=native`) and cached under $EMOJAX_CACHE (default
@@ -29,10 +26,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from emojax.kernels.layout import check_unstrided_channels_last
 
 SOURCE = Path(__file__).with_name('native_conv.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
@@ -169,12 +170,37 @@ _conv3d.defvjp(_conv3d_fwd, _conv3d_bwd)
 def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """The VALID stride-1 convolution of a channels-last 2D or 3D x (already padded) with kernel
   (*window, C_in, C_out), in float32, gradients included. A 2D one runs as a 3D one of depth 1.
-  `fastconv.conv_native` gives it `lax.conv_general_dilated`'s arguments."""
+  `conv_native` gives it `lax.conv_general_dilated`'s arguments."""
   require()
   x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
   if x.ndim == 4:
     return _conv3d(x[:, None], kernel[None])[:, 0]
   return _conv3d(x, kernel)
+
+
+def conv_native(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
+                padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None = None,
+                rhs_dilation: Sequence[int] | None = None, dimension_numbers: lax.ConvDimensionNumbers | None = None,
+                feature_group_count: int = 1, precision: Any = None) -> jax.Array:
+  """`lax.conv_general_dilated` for a channels-last 2D or 3D convolution, by the native C++ kernels
+  (`conv_valid`; CPU only).
+
+  Takes the arguments `nn.Conv` passes; any padding; no strides, dilation or
+  feature groups. Computes in float32 (`precision` has no effect) and returns the input's dtype.
+  """
+  del precision  # float32 throughout
+  rank = lhs.ndim - 2
+  if rank not in (2, 3):
+    raise ValueError(f'conv_native computes 2D and 3D convolutions; got a {rank}D one.')
+  check_unstrided_channels_last('conv_native', lhs, rhs, window_strides, lhs_dilation, rhs_dilation,
+                                 dimension_numbers, feature_group_count)
+  window = rhs.shape[:rank]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], window, (1,) * rank, padding)
+  x = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+  if any(n < k for n, k in zip(x.shape[1:-1], window)):
+    raise ValueError(f'Kernel {tuple(window)} does not fit the padded input {x.shape[1:-1]}.')
+  return conv_valid(x, rhs).astype(lhs.dtype)
 
 
 def _pool_attributes(window: tuple[int, ...], strides: tuple[int, ...]) -> dict[str, np.int64]:

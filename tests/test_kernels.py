@@ -1,4 +1,4 @@
-"""`fastconv.Conv(impl='patches' | 'fft')` and `fastconv.max_pool` compute what `nn.Conv` and `nn.max_pool` do."""
+"""Every kernel impl computes what `nn.Conv` and `nn.max_pool` do, and the plans resolve as documented."""
 import flax.linen as nn
 import jax
 from jax import lax
@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from emojax.models import fastconv
+from emojax import kernels
+from emojax.kernels import fft, fold2d, native, patches, split
 
 # The paper's layers (DESIGN.md) at small spatial sizes: (input shape without batch, kernel, C_out, padding).
 PAPER_LAYERS = {
@@ -19,9 +20,13 @@ PAPER_LAYERS = {
 }
 
 
+def _conv(features, kernel, padding, impl, **kwargs):
+  return nn.Conv(features, kernel, padding=padding, conv_general_dilated=kernels.conv_function(impl), **kwargs)
+
+
 def _pair(layer, impl):
   shape, kernel, features, padding = layer
-  return fastconv.Conv(features, kernel, padding, impl=impl), jax.random.normal(
+  return _conv(features, kernel, padding, impl), jax.random.normal(
       jax.random.key(0), (2, *shape))
 
 
@@ -77,11 +82,11 @@ def test_conv_patches_matches_lax_for_padding_strides_and_dilation(padding, stri
   def reference(x, w):
     return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dn)
 
-  def patches(x, w):
-    return fastconv.conv_patches(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dn)
+  def by_patches(x, w):
+    return patches.conv_patches(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=dn)
 
   y_ref, vjp_ref = jax.vjp(reference, x, w)
-  y, vjp = jax.vjp(patches, x, w)
+  y, vjp = jax.vjp(by_patches, x, w)
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
   cotangent = jax.random.normal(jax.random.key(2), y.shape)
   for got, want in zip(vjp(cotangent), vjp_ref(cotangent)):
@@ -95,8 +100,8 @@ def test_param_trees_and_initialisation_are_those_of_nn_conv():
 
     @nn.compact
     def __call__(self, x):
-      x = nn.relu(fastconv.Conv(4, (3, 5), ((1, 1), (2, 2)), impl=self.impl)(x))
-      return fastconv.Conv(6, (2, 2), 'VALID', impl=self.impl, use_bias=False)(x)
+      x = nn.relu(_conv(4, (3, 5), ((1, 1), (2, 2)), self.impl)(x))
+      return _conv(6, (2, 2), 'VALID', self.impl, use_bias=False)(x)
 
   class Plain(nn.Module):
 
@@ -115,23 +120,23 @@ def test_param_trees_and_initialisation_are_those_of_nn_conv():
 
 
 def test_default_fold_keeps_the_im2col_growth_bounded():
-  assert fastconv.default_fold((12, 16)) == 1
-  assert fastconv.default_fold((5, 7)) == 1
-  assert fastconv.default_fold((3, 3, 3)) == 3
-  assert fastconv.default_fold((40,)) == 1
+  assert patches.default_fold((12, 16)) == 1
+  assert patches.default_fold((5, 7)) == 1
+  assert patches.default_fold((3, 3, 3)) == 3
+  assert patches.default_fold((40,)) == 1
 
 
 def test_bad_arguments_are_rejected():
   for impl in ('winograd', 'fft:2', 'patches:two', 'fold2d+winograd', 'fold2d+patches+fft'):
     with pytest.raises(ValueError, match='impl'):
-      fastconv.Conv(4, (3, 3), impl=impl)
+      kernels.conv_function(impl)
   x, w = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
   with pytest.raises(ValueError, match='fold'):
-    fastconv.conv_patches(x, w, (1, 1), 'VALID', fold=3)
+    patches.conv_patches(x, w, (1, 1), 'VALID', fold=3)
   with pytest.raises(ValueError, match='does not fit'):
-    fastconv.conv_patches(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
+    patches.conv_patches(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
   with pytest.raises(ValueError, match='feature groups'):
-    fastconv.conv_patches(x, jnp.ones((3, 3, 1, 4)), (1, 1), 'VALID', feature_group_count=2)
+    patches.conv_patches(x, jnp.ones((3, 3, 1, 4)), (1, 1), 'VALID', feature_group_count=2)
 
 
 def test_large_batches_are_chunked_with_the_same_values_and_gradients(monkeypatch):
@@ -140,8 +145,8 @@ def test_large_batches_are_chunked_with_the_same_values_and_gradients(monkeypatc
   x = jnp.concatenate([x, -x, 2 * x])  # batch 6
   params = module.init(jax.random.key(1), x)['params']
   whole = _loss_and_grads(module, params, x)
-  monkeypatch.setattr(fastconv, 'MAX_IM2COL_BYTES', 20_000)  # forces 3 chunks of 2
-  assert fastconv._num_chunks(6, 50_000) == 3
+  monkeypatch.setattr(patches, 'MAX_IM2COL_BYTES', 20_000)  # forces 3 chunks of 2
+  assert patches._num_chunks(6, 50_000) == 3
   jaxpr = str(jax.make_jaxpr(lambda x: module.apply({'params': params}, x))(x))
   assert 'checkpoint' in jaxpr or 'remat' in jaxpr
   chunked = _loss_and_grads(module, params, x)
@@ -158,8 +163,8 @@ _3D_CASES = [((2, 5, 6, 7, 3), (3, 2, 3), ((1, 1), (0, 1), (2, 0))),
 
 
 @pytest.mark.parametrize('shape,kernel,padding,conv', [
-    *[(*case, fastconv.conv_fft) for case in _2D_CASES + _3D_CASES],
-    *[(*case, fastconv.conv_fold2d) for case in _3D_CASES]])  # fold2d folds 3D kernels only
+    *[(*case, fft.conv_fft) for case in _2D_CASES + _3D_CASES],
+    *[(*case, fold2d.conv_fold2d) for case in _3D_CASES]])  # fold2d folds 3D kernels only
 def test_conv_fft_and_fold2d_match_lax_values_and_vjp(shape, kernel, padding, conv):
   x = jax.random.normal(jax.random.key(0), shape)
   w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
@@ -177,23 +182,23 @@ def test_conv_fft_and_fold2d_match_lax_values_and_vjp(shape, kernel, padding, co
 
 def test_conv_fft_keeps_a_bfloat16_dtype_and_rejects_what_it_cannot_do():
   x, w = jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 4), jnp.bfloat16)
-  y = fastconv.conv_fft(x, w, (1, 1), 'VALID')
+  y = fft.conv_fft(x, w, (1, 1), 'VALID')
   assert y.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y, np.float32), 18.0)  # 3 x 3 x 2 ones
   with pytest.raises(ValueError, match='strides'):
-    fastconv.conv_fft(x, w, (2, 1), 'VALID')
+    fft.conv_fft(x, w, (2, 1), 'VALID')
   with pytest.raises(ValueError, match='dilation'):
-    fastconv.conv_fft(x, w, (1, 1), 'VALID', rhs_dilation=(2, 2))
+    fft.conv_fft(x, w, (1, 1), 'VALID', rhs_dilation=(2, 2))
   with pytest.raises(ValueError, match='does not fit'):
-    fastconv.conv_fft(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
+    fft.conv_fft(x, jnp.ones((7, 3, 2, 4)), (1, 1), 'VALID')
   with pytest.raises(ValueError, match='folds a 3D'):
-    fastconv.conv_fold2d(x, w, (1, 1), 'VALID')
+    fold2d.conv_fold2d(x, w, (1, 1), 'VALID')
   with pytest.raises(ValueError, match='strides'):
-    fastconv.conv_fold2d(jnp.ones((1, 4, 4, 4, 2)), jnp.ones((3, 3, 3, 2, 4)), (1, 2, 1), 'VALID')
+    fold2d.conv_fold2d(jnp.ones((1, 4, 4, 4, 2)), jnp.ones((3, 3, 3, 2, 4)), (1, 2, 1), 'VALID')
 
 
 def test_fft_sizes_are_the_next_5_smooth_numbers():
-  assert [fastconv._fft_size(n) for n in (1, 7, 11, 16, 212, 316)] == [1, 8, 12, 16, 216, 320]
+  assert [fft._fft_size(n) for n in (1, 7, 11, 16, 212, 316)] == [1, 8, 12, 16, 216, 320]
 
 
 @pytest.mark.parametrize('shape,window,strides', [
@@ -204,26 +209,33 @@ def test_slices_max_pool_matches_nn_max_pool_values_and_gradients(shape, window,
   x = jax.random.normal(jax.random.key(0), shape)
 
   def loss(x, impl):  # after a ReLU, whose zeros tie: the hardest case (the models pool before theirs)
-    return jnp.sum(jnp.sin(fastconv.max_pool(nn.relu(x), window, strides, impl)))
+    return jnp.sum(jnp.sin(kernels.max_pool(nn.relu(x), window, strides, impl)))
 
-  y, y_ref = (fastconv.max_pool(x, window, strides, impl) for impl in ('slices', 'xla'))
+  y, y_ref = (kernels.max_pool(x, window, strides, impl) for impl in ('slices', 'xla'))
   assert y.shape == y_ref.shape
   np.testing.assert_array_equal(y, y_ref)
   np.testing.assert_allclose(jax.grad(loss)(x, 'slices'), jax.grad(loss)(x, 'xla'), rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match='max-pool impl'):
-    fastconv.max_pool(x, window, strides, 'fft')
+    kernels.max_pool(x, window, strides, 'fft')
 
 
-def test_fast_is_the_model_plan_and_anything_else_applies_to_every_layer(monkeypatch):
-  assert jax.default_backend() == 'cpu'
-  assert fastconv.layer_impls('fast', ('fft', 'xla')) == ('fft', 'xla')
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')  # the plan is a CPU measurement
-  assert fastconv.layer_impls('fast', ('fft', 'fold2d')) == ('xla', 'xla')
-  monkeypatch.undo()
-  assert fastconv.layer_impls('patches', ('fft', 'xla')) == ('patches', 'patches')
-  assert fastconv.layer_impls('fold2d+patches:2', ('fft',)) == ('fold2d+patches:2',)
+def test_fast_is_the_measured_cpu_plan_and_anything_else_applies_to_every_layer(monkeypatch):
+  monkeypatch.setattr(native, 'available', lambda: True)
+  fastest = kernels.resolve('fast', 'fast', backend='cpu', devices=1)
+  assert (fastest.audio, fastest.video) == tuple(plans[0] for plans in kernels.CPU_PLANS.values())
+  assert fastest.pool == 'native'
+  on_tpu = kernels.resolve('fast', 'fast', backend='tpu', devices=8)  # the plan is a CPU measurement
+  assert set(on_tpu.audio + on_tpu.video) == {'xla'} and on_tpu.pool == 'slices'
+  every = kernels.resolve('fold2d+patches:2', 'xla', backend='cpu', devices=1)
+  assert every.video == ('fold2d+patches:2',) * 4 and every.audio == ('fold2d+patches:2',) * 3
+  assert every.pool == 'xla'
   with pytest.raises(ValueError, match="'fast'"):
-    fastconv.layer_impls('winograd', ('fft',))
+    kernels.resolve('winograd', 'fast')
+  with pytest.raises(ValueError, match='max-pool impl'):
+    kernels.resolve('fast', 'average')
+  default = kernels.Plan()  # what a module built without get_model computes: the plain Flax layers
+  assert set(default.audio + default.video) == {'xla'} and default.pool == 'xla'
+  assert len(default.audio) == 3 and len(default.video) == 4
 
 
 def test_split_takes_the_output_and_input_gradient_from_one_impl_and_the_kernel_gradient_from_the_other():
@@ -238,24 +250,24 @@ def test_split_takes_the_output_and_input_gradient_from_one_impl_and_the_kernel_
                               argnums=(0, 1))(x, w)
 
   plain, (gx, gw) = loss(lax.conv_general_dilated)
-  split, (split_gx, split_gw) = loss(fastconv.conv_split(lax.conv_general_dilated,
-                                                         fastconv.autodiff_kernel_gradient(doubled)))
-  np.testing.assert_allclose(split, plain, rtol=1e-6)
+  value, (split_gx, split_gw) = loss(split.conv_split(lax.conv_general_dilated,
+                                                      split.autodiff_kernel_gradient(doubled)))
+  np.testing.assert_allclose(value, plain, rtol=1e-6)
   np.testing.assert_allclose(split_gx, gx, rtol=1e-6)
   np.testing.assert_allclose(split_gw, 2 * gw, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('impl', fastconv.POOL_IMPLS)
+@pytest.mark.parametrize('impl', kernels.POOL_IMPLS)
 def test_pooling_before_the_relu_gives_the_values_and_gradients_of_relu_then_pool(impl):
   # The models pool first (less work for the ReLU); the paper's order is ReLU, then pool.
   x = jax.random.normal(jax.random.key(0), (2, 4, 9, 11, 3))
   window, strides = (1, 3, 3), (1, 2, 2)
 
   def paper(x):
-    return jnp.sum(jnp.sin(fastconv.max_pool(jax.nn.relu(x), window, strides, impl)))
+    return jnp.sum(jnp.sin(kernels.max_pool(jax.nn.relu(x), window, strides, impl)))
 
   def ours(x):
-    return jnp.sum(jnp.sin(jax.nn.relu(fastconv.max_pool(x, window, strides, impl))))
+    return jnp.sum(jnp.sin(jax.nn.relu(kernels.max_pool(x, window, strides, impl))))
 
   np.testing.assert_allclose(ours(x), paper(x), rtol=1e-6)
   np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(paper)(x), rtol=1e-6, atol=1e-7)
@@ -279,8 +291,8 @@ def test_written_out_patches_kernel_gradient_equals_autodiffs(shape, window, pad
   y, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, *args, **kwargs, precision=lax.Precision.HIGHEST), w)
   dy = jax.random.normal(jax.random.key(2), y.shape)
   want = vjp(dy)[0]
-  got = fastconv.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold)
+  got = patches.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  monkeypatch.setattr(fastconv, 'MAX_IM2COL_BYTES', 1)  # one chunk per batch row, summed
-  np.testing.assert_allclose(fastconv.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold), want,
+  monkeypatch.setattr(patches, 'MAX_IM2COL_BYTES', 1)  # one chunk per batch row, summed
+  np.testing.assert_allclose(patches.patches_kernel_gradient(x, w, dy, *args, **kwargs, fold=fold), want,
                              rtol=1e-4, atol=1e-4)

@@ -1,4 +1,4 @@
-"""fastconv's 'native' convolutions (C++ kernels through the XLA FFI) compute what lax.conv does."""
+"""The 'native' convolutions and pools (C++ kernels through the XLA FFI) compute what lax.conv and nn.max_pool do."""
 import shutil
 
 import flax.linen as nn
@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from emojax.models import fastconv, native_conv, video3d
+from emojax import kernels
+from emojax.kernels import native
 
 needs_compiler = pytest.mark.skipif(
     not (shutil.which('c++') or shutil.which('g++') or shutil.which('clang++')),
-    reason='no C++ compiler on this machine to build emojax/models/native_conv.cc')
+    reason='no C++ compiler on this machine to build emojax/kernels/native.cc')
 
 CASES = [  # (x shape, kernel window, C_out, padding)
     ((2, 5, 9, 11, 3), (3, 3, 3), 16, 'VALID'),  # the first video layer: 3 input channels
@@ -34,7 +35,7 @@ def _reference(x, w, padding):
 def _native(x, w, padding):
   spatial = 'DHW'[5 - x.ndim:]
   dn = lax.conv_dimension_numbers(x.shape, w.shape, (f'N{spatial}C', f'{spatial}IO', f'N{spatial}C'))
-  return fastconv.conv_native(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn)
+  return native.conv_native(x, w, (1,) * (x.ndim - 2), padding, dimension_numbers=dn)
 
 
 @needs_compiler
@@ -59,11 +60,13 @@ def test_native_matches_lax_conv_values_and_gradients(shape, window, features, p
 @needs_compiler
 def test_native_conv_module_is_an_nn_conv_and_keeps_bfloat16():
   x = jax.random.normal(jax.random.key(0), (2, 4, 6, 7, 3))
-  module, reference = fastconv.Conv(16, (3, 3, 3), 'VALID', impl='native'), nn.Conv(16, (3, 3, 3), padding='VALID')
+  conv = kernels.conv_function('native')
+  module = nn.Conv(16, (3, 3, 3), padding='VALID', conv_general_dilated=conv)
+  reference = nn.Conv(16, (3, 3, 3), padding='VALID')
   params = reference.init(jax.random.key(1), x)['params']
   np.testing.assert_allclose(module.apply({'params': params}, x), reference.apply({'params': params}, x),
                              rtol=1e-5, atol=1e-5)
-  y = fastconv.Conv(16, (3, 3, 3), 'VALID', impl='native', dtype=jnp.bfloat16).apply(
+  y = nn.Conv(16, (3, 3, 3), padding='VALID', conv_general_dilated=conv, dtype=jnp.bfloat16).apply(
       {'params': params}, x.astype(jnp.bfloat16))
   assert y.dtype == jnp.bfloat16
 
@@ -81,35 +84,37 @@ def test_independent_native_convs_in_one_program_run_concurrently_without_deadlo
 @needs_compiler
 def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch):
   monkeypatch.setenv('EMOJAX_CACHE', str(tmp_path))
-  library = native_conv.build()
+  library = native.build()
   assert library.parent == tmp_path / 'native' and library.exists()
   built_at = library.stat().st_mtime_ns
-  assert native_conv.build() == library and library.stat().st_mtime_ns == built_at
+  assert native.build() == library and library.stat().st_mtime_ns == built_at
   assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
 
 
 def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xla(monkeypatch):
   monkeypatch.setenv('CXX', '/nonexistent/c++')
-  with pytest.raises(native_conv.NativeUnavailable, match='does not run'):
-    native_conv.build()
-  monkeypatch.setattr(native_conv, 'available', lambda: False)
-  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_XLA_CONVS
-  monkeypatch.setattr(native_conv, 'available', lambda: True)
-  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_FAST_CONVS
-  monkeypatch.setattr(jax, 'device_count', lambda: 8)  # a mesh of CPU devices: no partitioning rule for them
-  assert fastconv.layer_impls('fast', video3d.VIDEO_FAST_CONVS, video3d.VIDEO_XLA_CONVS) == video3d.VIDEO_XLA_CONVS
-  assert fastconv.layer_impls('fast', ('fft', 'xla'), ('xla', 'xla')) == ('fft', 'xla')  # names no native
+  with pytest.raises(native.NativeUnavailable, match='does not run'):
+    native.build()
+  monkeypatch.setattr(native, 'available', lambda: False)
+  fast_video, without_native = kernels.CPU_PLANS['video']
+  assert 'native' in fast_video and not any('native' in impl for impl in without_native)
+  assert kernels.resolve('fast', backend='cpu', devices=1).video == without_native
+  monkeypatch.setattr(native, 'available', lambda: True)
+  assert kernels.resolve('fast', backend='cpu', devices=1).video == fast_video
+  # a mesh of CPU devices: no partitioning rule for the native custom calls
+  assert kernels.resolve('fast', backend='cpu', devices=8).video == without_native
+  assert kernels.resolve('fast', backend='cpu', devices=8).audio == kernels.CPU_PLANS['audio'][1]
 
 
 def test_unsupported_convolutions_are_rejected_with_a_clear_error():
   x, w = jnp.ones((1, 4, 5, 6, 3)), jnp.ones((3, 3, 3, 3, 16))
   dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NDHWC', 'DHWIO', 'NDHWC'))
   with pytest.raises(ValueError, match='strides'):
-    fastconv.conv_native(x, w, (2, 1, 1), 'VALID', dimension_numbers=dn)
+    native.conv_native(x, w, (2, 1, 1), 'VALID', dimension_numbers=dn)
   with pytest.raises(ValueError, match='2D and 3D'):
-    fastconv.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
+    native.conv_native(jnp.ones((1, 5, 3)), jnp.ones((3, 3, 4)), (1,), 'VALID')
   with pytest.raises(ValueError, match='does not fit'):
-    fastconv.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
+    native.conv_native(x, jnp.ones((5, 3, 3, 3, 16)), (1, 1, 1), 'VALID', dimension_numbers=dn)
 
 
 @needs_compiler
@@ -124,9 +129,9 @@ def test_native_max_pool_matches_nn_max_pool_values_and_gradients(shape, window,
   def loss(pool):
     return jax.value_and_grad(lambda x: jnp.sum(jnp.sin(pool(x))))
 
-  native = loss(lambda x: native_conv.max_pool(x, window, strides))
+  by_native = loss(lambda x: native.max_pool(x, window, strides))
   reference = loss(lambda x: nn.max_pool(x, window, strides=strides))
-  (value, grad), (value_ref, grad_ref) = jax.jit(native)(x), reference(x)
+  (value, grad), (value_ref, grad_ref) = jax.jit(by_native)(x), reference(x)
   np.testing.assert_allclose(value, value_ref, rtol=1e-6)
   np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-7)
 
@@ -134,24 +139,23 @@ def test_native_max_pool_matches_nn_max_pool_values_and_gradients(shape, window,
 @needs_compiler
 def test_native_max_pool_gives_a_tie_to_the_first_maximum_as_nn_max_pool_does():
   x = jnp.zeros((1, 1, 5, 5, 16)).at[0, 0, 2, 2, 3].set(-1.0)  # a blank frame: every window ties
-  grad = jax.grad(lambda x: jnp.sum(fastconv.max_pool(x, (1, 3, 3), (1, 2, 2), 'native')))(x)
+  grad = jax.grad(lambda x: jnp.sum(kernels.max_pool(x, (1, 3, 3), (1, 2, 2), 'native')))(x)
   np.testing.assert_array_equal(grad, jax.grad(lambda x: jnp.sum(nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2))))(x))
   assert float(grad.sum()) == 4 * 16  # one unit per window and channel, nothing shared
 
 
 def test_fast_pool_is_native_only_where_the_native_kernels_run(monkeypatch):
-  monkeypatch.setattr(native_conv, 'available', lambda: True)
-  assert fastconv.pool_impl_here('fast') == 'native'
-  monkeypatch.setattr(jax, 'device_count', lambda: 8)
-  assert fastconv.pool_impl_here('fast') == 'slices'
-  monkeypatch.undo()
-  monkeypatch.setattr(native_conv, 'available', lambda: False)
-  assert fastconv.pool_impl_here('fast') == 'slices'
-  assert fastconv.pool_impl_here('xla') == 'xla'
+  monkeypatch.setattr(native, 'available', lambda: True)
+  assert kernels.resolve('xla', 'fast', backend='cpu', devices=1).pool == 'native'
+  assert kernels.resolve('xla', 'fast', backend='cpu', devices=8).pool == 'slices'
+  assert kernels.resolve('xla', 'fast', backend='gpu', devices=1).pool == 'slices'
+  monkeypatch.setattr(native, 'available', lambda: False)
+  assert kernels.resolve('xla', 'fast', backend='cpu', devices=1).pool == 'slices'
+  assert kernels.resolve('xla', 'xla', backend='cpu', devices=1).pool == 'xla'
   with pytest.raises(ValueError, match='max-pool impl'):
-    fastconv.pool_impl_here('average')
+    kernels.max_pool(jnp.ones((1, 4, 6, 6, 16)), (1, 3, 3), (1, 2, 2), 'average')
   with pytest.raises(ValueError, match='time window'):
-    native_conv.max_pool(jnp.ones((1, 4, 6, 6, 16)), (2, 2, 2), (2, 2, 2))
+    native.max_pool(jnp.ones((1, 4, 6, 6, 16)), (2, 2, 2), (2, 2, 2))
 
 
 @needs_compiler
