@@ -87,8 +87,11 @@ def _variables(state: TrainState, params) -> dict[str, Any]:
 
 
 def apply_if_finite(state: TrainState, new_state: TrainState, finite: jax.Array) -> TrainState:
-  """Keeps the old state when the step produced a non-finite loss or gradient."""
-  return jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  """Keeps the old parameters, optimizer state and statistics when the step produced a non-finite loss or
+  gradient. The step count advances either way: it counts the batches consumed, so the loop can count
+  them on the host without asking the device, and no two steps share a number."""
+  kept = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  return kept.replace(step=new_state.step)
 
 
 def _apply_train(state: TrainState, params, inputs, rng, method=None):
@@ -297,7 +300,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     print(f'Resuming from {step_dir}: epoch {epoch}, batch {position} of {steps_per_epoch}.')
   elif config.init_from:
     state = state.replace(params=init_params_from(config.init_from, state.params, tuple(config.init_keys)))
-  log.truncate_after(int(state.step))
+  step = int(state.step)  # kept on the host from here: the loop never waits on the device for it
+  log.truncate_after(step)
+  # The current epoch's training records: those before a mid-epoch resume, then the loop's own.
+  epoch_train = [r for r in log.read() if r['split'] == 'train' and r['epoch'] == epoch]
   state = replicate(state, mesh)
 
   final = None
@@ -305,24 +311,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
     bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
                unit='batch', leave=False, dynamic_ncols=True, disable=not main_process)
+    pending = []  # (step, metrics still on the device)
+
+    def flush():
+      """Brings the pending steps' metrics to the host (one transfer) and logs them."""
+      for done, m in jax.device_get(pending):
+        m = {k: float(v) for k, v in m.items()}
+        if not m['finite']:
+          print(f'step {done - 1}: non-finite loss or gradient ({m["loss"]}); update skipped.')
+        record = {'split': 'train', 'step': done, 'epoch': epoch, **m}
+        log.write(record)
+        epoch_train.append(record)
+        bar.set_postfix(loss=f'{m["loss"]:.3f}')
+      pending.clear()
+
     for batch in bar:
-      step = int(state.step)
       state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(train_rng, step))
-      m = {k: float(v) for k, v in jax.device_get(m).items()}
-      if not m['finite']:
-        print(f'step {step}: non-finite loss or gradient ({m["loss"]}); update skipped.')
-      log.write({'split': 'train', 'step': step + 1, 'epoch': epoch, **m})
-      bar.set_postfix(loss=f'{m["loss"]:.3f}')
-      position += 1
-      # Mid-epoch checkpoints; the epoch's last batch is saved with the evaluation below.
-      if tc.checkpoint_every_steps and (step + 1) % tc.checkpoint_every_steps == 0 and position < steps_per_epoch:
-        ckpts.save_latest(step + 1, state, {'epoch': epoch, 'position': position})
+      step, position = step + 1, position + 1
+      pending.append((step, m))
+      # Mid-epoch checkpoints; the epoch's last batch is saved with the evaluation below. The log is
+      # written up to a checkpoint before it is saved, so a resumed run finds every earlier step logged.
+      checkpoint = tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0 and position < steps_per_epoch
+      if checkpoint or len(pending) >= tc.log_every_steps:
+        flush()
+      if checkpoint:
+        ckpts.save_latest(step, state, {'epoch': epoch, 'position': position})
+    flush()
     epoch, position = epoch + 1, 0
     result = evaluate_fn(state)
-    step = int(state.step)
-    epoch_train = [r for r in log.read() if r['split'] == 'train' and r['epoch'] == epoch - 1]
     running = {f'train_{k}': float(np.mean([r[k] for r in epoch_train]))
                for k in ('accuracy', 'loss') if epoch_train and k in epoch_train[0]}
+    epoch_train = []
     final = {'split': 'eval', 'step': step, 'epoch': epoch, **running, **result}
     log.write(final)
     print(f'epoch {epoch}: {_describe(result)}')

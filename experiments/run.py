@@ -42,6 +42,7 @@ def main(argv):
   os.makedirs(workdir, exist_ok=True)
   data = loader.load_data(config, workdir)
   model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
+  print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s)): {model.plan.describe()}')
 
   if config.eval_only:
     result = train.evaluate_checkpoint(config.init_from or workdir, data, model, config)

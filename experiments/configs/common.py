@@ -96,8 +96,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.model.rnn_unroll = 1          # time steps per lax.scan iteration (speed only)
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
   c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
-  c.model.conv_impl = 'fast'      # fast (per layer, the fastest measured on CPU) | native | fft | fold2d | patches | xla (lax.conv)
-  c.model.pool_impl = 'fast'      # fast (native on one CPU device, else slices) | native | slices | xla (nn.max_pool)
+  c.model.conv_impl = 'fast'      # speed only: fast (emojax.kernels' plan for this machine) | native | fft | fold2d | patches | xla
+  c.model.pool_impl = 'fast'      # speed only: fast (native on one CPU device, else slices) | native | slices | xla
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4
@@ -109,6 +109,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.train.batch_size = 64
   c.train.num_epochs = 10
   c.train.checkpoint_every_steps = 25
+  c.train.log_every_steps = 10    # metrics stay on the device between host transfers (and at checkpoints)
 
   if 'smoke' in chosen:
     c.corpus.synthetic.update(num_speakers=4, utterances_per_emotion=4, seconds=1.5, frame_size=(48, 64))
