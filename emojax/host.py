@@ -2,11 +2,8 @@
 
 XLA's CPU runtime allocates every intermediate array of a step anew, and on a
 Linux host whose transparent huge pages are 'madvise' (the common default) each
-new array is faulted in 4 KiB page by page on first touch. On this project's
-2-core machine that cost more than the arithmetic: an elementwise op over
-491 MB took 0.14 s on 4 KiB pages and 0.045 s on huge pages, the audio
-CNN+RNN's training step went from 24 to 31 samples/s, and im2col-based kernel
-gradients from 0.98 to 0.34 s (benchmarks/, README "Performance").
+new array is faulted in 4 KiB page by page on first touch: on a small machine
+that can cost more than the arithmetic (docs/performance.md).
 
 glibc (2.35+) does this when its tunable `glibc.malloc.hugetlb=1` is set, and
 reads tunables only when a process starts, so the entry points re-execute

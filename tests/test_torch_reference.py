@@ -3,11 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # the 'torch' extra, part of the 'test' extra: these tests always run
 
-torch = pytest.importorskip('torch', reason='torch is an optional extra (pip install torch==2.13.0)')
-
-from emojax import models, train  # noqa: E402
-from experiments import torch_reference  # noqa: E402
+from emojax import models, train
+from experiments import torch_reference
 
 NAMES = ('cnn', 'cnn_rnn', 'cnn_lstm', 'video3d', 'fusion')
 PAPER = {'audio': (200, 300, 3), 'video': (20, 60, 100, 3)}
