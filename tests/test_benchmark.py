@@ -117,7 +117,7 @@ def test_bad_setting_is_a_usage_error():
 
 
 def test_settings_parse_split_impls_folds_and_dtypes():
-  from experiments import benchmark
+  from experiments.benchmark import main as benchmark
 
   assert benchmark.parse_setting('fast') == ('fast', 'fast', 'float32')
   assert benchmark.parse_setting('xla/xla:bfloat16') == ('xla', 'xla', 'bfloat16')
