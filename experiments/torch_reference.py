@@ -7,7 +7,7 @@ time sequence) goes through the channels-last order the Flax models use, so
 `load_flax_params` copies weights over with transposes only and the two
 networks compute the same function.
 
-torch is an optional extra (`pip install torch==2.13.0`: the CPU build).
+torch is an optional extra: `pip install -e '.[torch]'` (the 'test' extra includes it).
 """
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ def _rows(document, framework):
   return {(r['model'], r.get('setting')): r for r in document['results'] if r['framework'] == framework}
 
 
+@pytest.mark.e2e
 def test_every_model_is_timed_without_recompiling(report):
   document, table, stdout = report
   assert not [r for r in document['results'] if 'error' in r]
@@ -60,6 +61,7 @@ def test_every_model_is_timed_without_recompiling(report):
   assert table in stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not HAVE_TORCH, reason='torch is not installed (an optional extra): no reference rows')
 def test_torch_reference_rows_and_ratios(report):
   document, table, _ = report
@@ -73,6 +75,7 @@ def test_torch_reference_rows_and_ratios(report):
   assert float(ratio) > 0  # ratio vs torch
 
 
+@pytest.mark.e2e
 def test_input_pipeline_against_the_training_step(report):
   document, table, _ = report
   pipeline = document['pipeline']
@@ -91,6 +94,7 @@ def test_input_pipeline_against_the_training_step(report):
   assert 'Input pipeline' in table and 'pipeline the bottleneck?' in table
 
 
+@pytest.mark.e2e
 def test_single_clip_latency(report):
   document, table, _ = report
   latency = document['latency']

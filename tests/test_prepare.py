@@ -34,6 +34,7 @@ def prepared(tmp_path_factory):
   return truth, overrides, flags, _prepare(*flags)
 
 
+@pytest.mark.e2e
 def test_prepare_builds_prints_the_manifest_and_writes_every_fold(prepared):
   truth, _, _, (stdout, stderr) = prepared
   assert 'features iemocap ds2' in stderr  # the progress bar
@@ -56,6 +57,7 @@ def test_prepare_builds_prints_the_manifest_and_writes_every_fold(prepared):
   assert len(random_split['test']) == round(0.2 * len(examples))
 
 
+@pytest.mark.e2e
 def test_prepare_again_reuses_the_build(prepared):
   _, _, flags, (stdout, _) = prepared
   again, progress = _prepare(*flags)
@@ -63,6 +65,7 @@ def test_prepare_again_reuses_the_build(prepared):
   assert json.loads(again.strip().splitlines()[-1]) == json.loads(stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e
 def test_a_run_of_the_same_config_reads_the_prepared_arrays(prepared, tmp_path, monkeypatch):
   _, overrides, _, (stdout, _) = prepared
   summary = json.loads(stdout.strip().splitlines()[-1])

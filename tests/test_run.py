@@ -36,6 +36,7 @@ def _model(config, data):
   return models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
 
 
+@pytest.mark.e2e
 def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   workdir = tmp_path / 'run'
   result = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}')
@@ -80,6 +81,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, data_dir, monkeypatch):
   full_config = _config(data_dir, str(tmp_path / 'full'))
   data = loader.load_data(full_config)
@@ -114,6 +116,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, data_dir, monkey
                              [r['loss'] for r in full_log if r['split'] == 'train'], rtol=0, atol=0)
 
 
+@pytest.mark.e2e
 def test_pretrain_then_finetune_restores_the_encoders(tmp_path, data_dir):
   pre = pretrain.get_config('smoke')
   pre.data.data_dir = data_dir

@@ -427,6 +427,7 @@ def test_report_of_a_definition_includes_pending_points_and_dirs_from_elsewhere(
 # ---------------------------------------------------------------------------------------------
 # One tiny real sweep: two smoke points of one epoch, then skip and resume.
 
+@pytest.mark.e2e
 def test_real_smoke_sweep_end_to_end(tmp_path):
   path = _write_sweep_file(tmp_path / 'tiny.py', 'sweeps.seeds(2)', extra='c.train.num_epochs = 1')
   workdir, data_dir = tmp_path / 'sweep', tmp_path / 'arrays'

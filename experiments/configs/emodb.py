@@ -1,11 +1,12 @@
-r"""Audio models on the real recordings in ../shared/data, speaker-independent (whole speakers held out).
+r"""Audio models on real speech (Emo-DB or RAVDESS), speaker-independent (whole speakers held out).
 
-  python -m experiments.run --config=configs/emodb.py                   # Emo-DB, cnn_rnn, 4-class
-  python -m experiments.run --config=configs/emodb.py:cnn               # the CNN instead
-  python -m experiments.run --config=configs/emodb.py:ravdess           # RAVDESS speech instead of Emo-DB
+  python -m experiments.run --config=configs/emodb.py --config.corpus.root=/path/to/emodb      # cnn_rnn, 4-class
+  python -m experiments.run --config=configs/emodb.py:cnn --config.corpus.root=/path/to/emodb  # the CNN instead
+  python -m experiments.run --config=configs/emodb.py:ravdess --config.corpus.root=/path/to/ravdess
 
 Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs).
-Emo-DB here is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
+The corpus folder is downloaded by hand (docs/corpora.md) and named with --config.corpus.root.
+The Emo-DB copy these settings were made for is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
 image per file; RAVDESS clips last 3-5 s and use ds1 too. Held out: one male and one
 female speaker on Emo-DB (03, 08), two of each on RAVDESS (actors 01, 02, 03, 04);
 change with --config.data.test_speakers or use --config.data.split=group
@@ -26,7 +27,7 @@ def get_config(arg=None):
   corpus = 'ravdess' if 'ravdess' in chosen else 'emodb'
   c.workdir = common.workdir(f'{corpus}_{model}', chosen & {'smoke'})
   c.corpus.name = corpus
-  c.corpus.root = f'../shared/data/{corpus}'
+  c.corpus.root = ''              # required: the corpus folder
   c.data.variant = 'ds1'
   c.data.frontend = 'logmel'
   c.data.audio_size = (64, 96)
