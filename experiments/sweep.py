@@ -21,11 +21,10 @@ of the wrong type, two points sharing a workdir, or a point dir holding a run of
 stop the sweep with an error naming them (exit status 2).
 
 --jobs=N runs N points at once (points that would build the same arrays wait for the first).
-On 2 CPU cores keep the default of 1: each run already uses both cores, and the 4-point
-table3:smoke sweep took 54 s and 64 s with --jobs=1 against 67 s and 72 s with --jobs=2 (same
-results; each point took twice as long). More jobs pay on a machine with cores to spare.
+On 2 CPU cores keep the default of 1: each run already uses both cores, so two at once take
+about twice as long each (same results). More jobs pay on a machine with cores to spare.
 
-Many machines (item 5 of the sweeps issue): `--list` prints the points' commands, one per line
+Many machines: `--list` prints the points' commands, one per line
 and nothing else, to run anywhere that shares the sweep dir (the same paths, run from the
 repository root), e.g. as a SLURM array:
 

@@ -6,3 +6,21 @@ experiments.run command), and get_sweep(arg), the points (see emojax/sweeps.py):
   datasets  the paper's dataset variants DS I-IV (full/3-s clips, raw/denoised) for cnn_rnn
   faithful  the paper's recipe against emojax's corrections, one at a time
 """
+
+from experiments.configs import common, emodb
+
+
+def base_config(name: str, chosen: set[str], synthetic):
+  """The base run config of sweep `name` under the presets `chosen`: configs/emodb.py under `emodb` or
+  `ravdess` (real speech: pass --config.corpus.root), else `synthetic()` (the embedded corpus); one
+  epoch under `smoke`."""
+  if len(chosen & {'emodb', 'ravdess'}) > 1:
+    raise ValueError(f'Choose one of emodb, ravdess; got {sorted(chosen)}.')
+  if chosen & {'emodb', 'ravdess'}:
+    c = emodb.get_config(','.join(sorted(chosen & {'ravdess', 'smoke'})) or None)
+  else:
+    c = synthetic()
+  c.workdir = common.workdir(f'sweeps/{name}', chosen)
+  if 'smoke' in chosen:
+    c.train.num_epochs = 1
+  return c

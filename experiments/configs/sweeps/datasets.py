@@ -4,8 +4,8 @@ r"""The paper's open noise question: its dataset variants DS I-IV for one audio 
   ds3  full utterances, denoised       ds4  3-s clips, denoised (band-pass + spectral gating)
 
   python -m experiments.sweep --config=configs/sweeps/datasets.py            # embedded corpus
-  python -m experiments.sweep --config=configs/sweeps/datasets.py:ravdess    # RAVDESS speech (3-5 s clips)
-  python -m experiments.sweep --config=configs/sweeps/datasets.py:emodb      # Emo-DB (2-s files)
+  python -m experiments.sweep --config=configs/sweeps/datasets.py:ravdess --config.corpus.root=/path/to/ravdess  # RAVDESS speech (3-5 s clips)
+  python -m experiments.sweep --config=configs/sweeps/datasets.py:emodb --config.corpus.root=/path/to/emodb  # Emo-DB (2-s files)
   python -m experiments.sweep --config=configs/sweeps/datasets.py:smoke      # 2 tiny points
 
 Sizes (points x epochs; wall on 2 CPU cores estimated, not measured):
@@ -17,24 +17,17 @@ in data/ and shared by the seeds. Embedded utterances last 1.5-3 s and carry a r
 Emo-DB here is cut to 2 s, so its ds2 clips are noise-padded 2-s files.
 """
 from emojax import sweeps
-from experiments.configs import common, emodb
+from experiments.configs import common
+from experiments.configs import sweeps as sweep_files
 
 PRESETS = ('smoke', 'emodb', 'ravdess')
 
 
 def get_config(arg=None):
   chosen = common.presets(arg, PRESETS)
-  real = chosen & {'emodb', 'ravdess'}
-  if len(real) > 1:
-    raise ValueError(f'Choose one of emodb, ravdess; got {sorted(chosen)}.')
-  if real:
-    c = emodb.get_config(','.join(sorted(chosen & {'ravdess', 'smoke'})) or None)
-  else:
-    c = common.base_config('cnn_rnn', 'smoke' if 'smoke' in chosen else None)
+  c = sweep_files.base_config('datasets', chosen,
+                              lambda: common.base_config('cnn_rnn', 'smoke' if 'smoke' in chosen else None))
   c.model.name = 'cnn_rnn'
-  c.workdir = common.workdir('sweeps/datasets', chosen)
-  if 'smoke' in chosen:
-    c.train.num_epochs = 1
   return c
 
 

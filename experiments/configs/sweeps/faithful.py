@@ -8,8 +8,8 @@ r"""The paper's recipe against emojax's corrections, one at a time, so each depa
 cnn_rnn, 3 seeds each, at the base config's image size (the faithful front end renders at it).
 
   python -m experiments.sweep --config=configs/sweeps/faithful.py            # embedded corpus
-  python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb      # Emo-DB, 4 classes
-  python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb --config.data.class_set=all
+  python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb --config.corpus.root=/path/to/emodb
+  python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb --config.corpus.root=... --config.data.class_set=all
   python -m experiments.sweep --config=configs/sweeps/faithful.py:pretrain   # the contrastive loss
   python -m experiments.sweep --config=configs/sweeps/faithful.py:smoke      # 2 tiny points
 
@@ -26,7 +26,8 @@ Sizes (points x epochs; wall on 2 CPU cores estimated, not measured):
   smoke      paper and emojax, seed 0: 2 points x 1 epoch, about 45 s (pretrain,smoke: 65 s; measured)
 """
 from emojax import sweeps
-from experiments.configs import common, emodb, pretrain
+from experiments.configs import common, pretrain
+from experiments.configs import sweeps as sweep_files
 
 PRESETS = ('smoke', 'emodb', 'ravdess', 'pretrain')
 RECIPES = {
@@ -44,22 +45,20 @@ PRETRAIN_RECIPES = {
 
 def get_config(arg=None):
   chosen = common.presets(arg, PRESETS)
-  real = chosen & {'emodb', 'ravdess'}
-  if len(real | (chosen & {'pretrain'})) > 1:
+  if chosen & {'emodb', 'ravdess'} and 'pretrain' in chosen:
     raise ValueError(f'Choose one of emodb, ravdess, pretrain; got {sorted(chosen)}.')
   smoke = 'smoke' if 'smoke' in chosen else None
-  if real:
-    c = emodb.get_config(','.join(sorted(chosen & {'ravdess', 'smoke'})) or None)
-  elif 'pretrain' in chosen:
+
+  def synthetic():
+    if 'pretrain' not in chosen:
+      return common.base_config('cnn_rnn', smoke)
     c = pretrain.get_config(smoke)
     c.train.num_epochs = 10
-  else:
-    c = common.base_config('cnn_rnn', smoke)
+    return c
+
+  c = sweep_files.base_config('faithful', chosen, synthetic)
   if 'pretrain' not in chosen:
     c.model.name = 'cnn_rnn'
-  c.workdir = common.workdir('sweeps/faithful', chosen)
-  if smoke:
-    c.train.num_epochs = 1
   return c
 
 

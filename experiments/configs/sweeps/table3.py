@@ -4,8 +4,8 @@ the held-out speakers as well as the initialisation).
 
   python -m experiments.sweep --config=configs/sweeps/table3.py           # embedded corpus
   python -m experiments.sweep --config=configs/sweeps/table3.py:smoke     # 4 tiny points (tests, timing)
-  python -m experiments.sweep --config=configs/sweeps/table3.py:emodb     # audio models, Emo-DB
-  python -m experiments.sweep --config=configs/sweeps/table3.py:ravdess   # audio models, RAVDESS speech
+  python -m experiments.sweep --config=configs/sweeps/table3.py:emodb --config.corpus.root=/path/to/emodb  # audio models, Emo-DB
+  python -m experiments.sweep --config=configs/sweeps/table3.py:ravdess --config.corpus.root=/path/to/ravdess  # audio models, RAVDESS speech
   python -m experiments.sweep --config=configs/sweeps/table3.py:full      # the paper's sizes, bigger host
 
 Sizes (points x epochs; wall on 2 CPU cores estimated from single runs, docs/results.md):
@@ -22,7 +22,8 @@ Augmentation 'on' is the paper's kind (emojax.loader.Augment): crop up to 4 rows
 training only; the amounts are emojax's, for its 48-row spectrograms.
 """
 from emojax import sweeps
-from experiments.configs import common, emodb
+from experiments.configs import common
+from experiments.configs import sweeps as sweep_files
 
 PRESETS = ('smoke', 'full', 'emodb', 'ravdess')
 AUDIO_MODELS = ('cnn', 'cnn_lstm', 'cnn_rnn')
@@ -34,17 +35,10 @@ AUGMENT = {
 
 def get_config(arg=None):
   chosen = common.presets(arg, PRESETS)
-  real = chosen & {'emodb', 'ravdess'}
-  if len(real) > 1 or (real and 'full' in chosen):
+  if chosen & {'emodb', 'ravdess'} and 'full' in chosen:
     raise ValueError(f'Choose one of emodb, ravdess, full; got {sorted(chosen)}.')
-  if real:
-    c = emodb.get_config(','.join(sorted(chosen & {'ravdess', 'smoke'})) or None)
-  else:
-    c = common.base_config('cnn', ','.join(sorted((chosen & {'smoke'}) | ({'paper'} if 'full' in chosen else set()))))
-  c.workdir = common.workdir('sweeps/table3', chosen)
-  if 'smoke' in chosen:
-    c.train.num_epochs = 1
-  return c
+  synthetic = (chosen & {'smoke'}) | ({'paper'} if 'full' in chosen else set())
+  return sweep_files.base_config('table3', chosen, lambda: common.base_config('cnn', ','.join(sorted(synthetic))))
 
 
 def get_sweep(arg=None):
