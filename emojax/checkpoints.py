@@ -2,7 +2,7 @@
 
 Layout under the workdir:
   checkpoints/latest/<step>/{state,meta}   written every `checkpoint_every_steps` and each epoch end
-  checkpoints/best/<step>/{state,meta}     the best held-out score so far
+  checkpoints/best/<step>/{state,meta}     the best validation score so far (runs with a validation side)
 `meta` is JSON: where in the data the run stood (epoch, step within the epoch)
 and the metrics recorded with the checkpoint, so a restore can be checked.
 """
@@ -38,6 +38,9 @@ class RunCheckpoints:
       return False
     _save(self.best, step, state, {**meta, 'metrics': metrics}, metrics=metrics)
     return True
+
+  def has_best(self) -> bool:
+    return self.best.best_step() is not None
 
   def best_meta(self) -> dict[str, Any]:
     return self.best.restore(self.best.best_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']

@@ -146,11 +146,12 @@ class Split:
 
 @dataclasses.dataclass
 class Data:
-  """What training needs: class names and the two sides of a split."""
+  """What training needs: class names and the sides of a split (validation None when there is none)."""
 
   class_names: tuple[str, ...]
   train: Split
   test: Split
+  validation: Split | None = None
 
 
 def load_data(config, workdir: str | None = None) -> Data:
@@ -164,7 +165,8 @@ def load_data(config, workdir: str | None = None) -> Data:
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
   split = splits.split_examples(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
                                 num_test_speakers=dc.num_test_speakers, fold=dc.fold,
-                                test_fraction=dc.test_fraction, seed=config.seed)
+                                test_fraction=dc.test_fraction, num_val_speakers=dc.num_val_speakers,
+                                seed=config.seed)
   train_indices = split['train']
   if dc.balance_per_class:
     train_indices = splits.balance(train_indices, [e['label'] for e in built.examples], dc.balance_per_class,
@@ -177,6 +179,7 @@ def load_data(config, workdir: str | None = None) -> Data:
   if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
+  validation = Split(built.source, split['validation'], speakers=speakers, **shard) if split['validation'] else None
   return Data(class_names=built.class_names,
               train=Split(built.source, train_indices, augment=augment, speakers=speakers, **shard),
-              test=Split(built.source, split['test'], speakers=speakers, **shard))
+              test=Split(built.source, split['test'], speakers=speakers, **shard), validation=validation)

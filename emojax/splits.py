@@ -5,6 +5,9 @@ Schemes:
   'group'    leave-one-group-out fold (IEMOCAP session, actor, ...)
   'random'   the paper's random 80/20 over clips: clips of the same utterance and
              speaker land on both sides, so its figures are optimistic
+A validation side (`num_val_speakers` > 0) is carved out of the training side by
+whole speakers chosen by the seed ('random': clips, as the test side): it picks
+the best checkpoint and stops training early, so the test side chooses nothing.
 `split_examples` splits a build's examples: augmented copies only ever train.
 Every split is written to the workdir as JSON so anyone can reproduce it.
 """
@@ -19,8 +22,9 @@ import numpy as np
 
 def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers: Sequence[str] = (),
                num_test_speakers: int = 2, fold: int = 0, test_fraction: float = 0.2,
-               seed: int = 0) -> dict[str, Any]:
-  """Returns {'scheme', 'train': [record indices], 'test': [...], 'test_units': [...]}."""
+               num_val_speakers: int = 0, seed: int = 0) -> dict[str, Any]:
+  """Returns {'scheme', 'train': [record indices], 'validation': [...], 'test': [...], 'test_units': [...],
+  'validation_units': [...]}; 'validation' is empty when num_val_speakers is 0."""
   if scheme == 'speaker':
     speakers = sorted({e['speaker'] for e in examples})
     if test_speakers:
@@ -46,16 +50,39 @@ def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers
     is_test = [i in test for i in range(len(examples))]
   else:
     raise ValueError(f"Unknown split scheme {scheme!r}; expected 'speaker', 'group' or 'random'.")
+  train = [i for i, t in enumerate(is_test) if not t]
+  validation, val_units = _validation(examples, train, scheme, num_val_speakers, test_fraction, seed)
   split = {
       'scheme': scheme,
       'test_units': held,
-      'train': [i for i, t in enumerate(is_test) if not t],
+      'validation_units': val_units,
+      'train': sorted(set(train) - set(validation)),
+      'validation': validation,
       'test': [i for i, t in enumerate(is_test) if t],
   }
   if not split['train'] or not split['test']:
     raise ValueError(f'Split {scheme!r} leaves an empty side: {len(split["train"])} train, '
                      f'{len(split["test"])} test examples.')
   return split
+
+
+def _validation(examples: Sequence[dict[str, Any]], train: Sequence[int], scheme: str, num_val_speakers: int,
+                test_fraction: float, seed: int) -> tuple[list[int], list[str]]:
+  """The validation records taken from `train`, and the speakers they belong to ([] for 'random')."""
+  if num_val_speakers < 0:
+    raise ValueError(f'num_val_speakers must be >= 0, got {num_val_speakers}.')
+  if not num_val_speakers:
+    return [], []
+  rng = np.random.default_rng([seed, 1])  # a stream apart from the test side's
+  if scheme == 'random':
+    order = rng.permutation(len(train))
+    return sorted(train[i] for i in order[:int(round(test_fraction * len(train)))]), []
+  speakers = sorted({examples[i]['speaker'] for i in train})
+  if num_val_speakers >= len(speakers):
+    raise ValueError(f'Cannot take {num_val_speakers} validation speaker(s) from the {len(speakers)} training '
+                     f'speaker(s) {speakers}: none would be left to train on (set data.num_val_speakers).')
+  chosen = sorted(rng.permutation(speakers)[:num_val_speakers].tolist())
+  return [i for i in train if examples[i]['speaker'] in chosen], chosen
 
 
 def split_examples(examples: Sequence[dict[str, Any]], scheme: str, **kwargs) -> dict[str, Any]:
@@ -70,7 +97,8 @@ def split_examples(examples: Sequence[dict[str, Any]], scheme: str, **kwargs) ->
   train = [originals[i] for i in split['train']]
   trained = {(examples[i]['utterance'], examples[i]['clip']) for i in train}
   copies = [i for i, e in enumerate(examples) if e.get('copy', 0) and (e['utterance'], e['clip']) in trained]
-  return {**split, 'train': sorted(train + copies), 'test': [originals[i] for i in split['test']]}
+  return {**split, 'train': sorted(train + copies), 'validation': [originals[i] for i in split['validation']],
+          'test': [originals[i] for i in split['test']]}
 
 
 def balance(indices: Sequence[int], labels: Sequence[int], per_class: int, seed: int) -> list[int]:
@@ -95,7 +123,11 @@ def balance(indices: Sequence[int], labels: Sequence[int], per_class: int, seed:
 
 def describe(split: dict[str, Any], examples: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
   lines = [f"split '{split['scheme']}', held out: {split['test_units'] or 'random clips'}"]
-  for side in ('train', 'test'):
+  if split.get('validation'):
+    lines[0] += f", validation: {split['validation_units'] or 'random clips'}"
+  for side in ('train', 'validation', 'test'):
+    if side == 'validation' and not split.get(side):
+      continue
     counts = collections.Counter(class_names[examples[i]['label']] for i in split[side])
     speakers = len({examples[i]['speaker'] for i in split[side]})
     lines.append(f'  {side}: {len(split[side])} examples, {speakers} speakers, {dict(sorted(counts.items()))}')
@@ -105,5 +137,5 @@ def describe(split: dict[str, Any], examples: Sequence[dict[str, Any]], class_na
 def write(split: dict[str, Any], path: str, examples: Sequence[dict[str, Any]]) -> None:
   """Writes the split with utterance ids, not only record indices, so it outlives a rebuild."""
   with open(path, 'w') as f:
-    json.dump({**split, 'train_utterances': sorted({examples[i]['utterance'] for i in split['train']}),
-               'test_utterances': sorted({examples[i]['utterance'] for i in split['test']})}, f, indent=1)
+    json.dump({**split, **{f'{side}_utterances': sorted({examples[i]['utterance'] for i in split.get(side, ())})
+                           for side in ('train', 'validation', 'test')}}, f, indent=1)

@@ -244,28 +244,28 @@ def evaluate_retrieval(state: TrainState, data: loader.Split, batch_size: int, n
 
 
 def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
-  """(step function, evaluator, name of the metric that picks the best checkpoint) for config.objective."""
+  """(step function, evaluator of a split, name of the metric that picks the best checkpoint) for config.objective."""
   tc = config.train
   if config.objective == 'cross_entropy':
     frozen = tuple(config.init_keys) if config.init_from and config.freeze_steps else ()
     step = make_train_step(config.optim.l1, frozen=frozen, frozen_steps=config.freeze_steps)
-    return step, lambda state: evaluate(state, data.test, tc.batch_size, len(data.class_names), mesh), 'accuracy'
+    return step, lambda state, split: evaluate(state, split, tc.batch_size, len(data.class_names), mesh), 'accuracy'
   if config.objective == 'contrastive':
     cc = config.contrastive
     step = make_contrastive_step(margin=cc.margin, normalize=cc.normalize, center=cc.center,
                                  hard_fraction=cc.hard_fraction, negatives=cc.negatives,
                                  same_speaker=cc.super_hard_same_speaker, loss=cc.loss,
                                  temperature=cc.temperature)
-    return step, lambda state: evaluate_retrieval(state, data.test, tc.batch_size, cc.normalize, cc.center,
-                                                  mesh), 'recall_at_1'
+    return step, lambda state, split: evaluate_retrieval(state, split, tc.batch_size, cc.normalize, cc.center,
+                                                         mesh), 'recall_at_1'
   raise ValueError(f"Unknown objective {config.objective!r}; expected 'cross_entropy' or 'contrastive'.")
 
 
-def _describe(result: dict[str, Any]) -> str:
+def _describe(result: dict[str, Any], side: str = 'test') -> str:
   if 'accuracy' in result:
-    return (f"held-out accuracy {result['accuracy']:.4f}, unweighted {result['unweighted_accuracy']:.4f} "
+    return (f"{side} accuracy {result['accuracy']:.4f}, unweighted {result['unweighted_accuracy']:.4f} "
             f"({result['count']} examples)")
-  return (f"held-out audio->video recall@1 {result['recall_at_1']:.4f} (chance {result['chance_at_1']:.4f}), "
+  return (f"{side} audio->video recall@1 {result['recall_at_1']:.4f} (chance {result['chance_at_1']:.4f}), "
           f"recall@5 {result['recall_at_5']:.4f}, distance positive {result['distance_positive']:.3f} "
           f"vs negative {result['distance_negative']:.3f}")
 
@@ -308,6 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   final = None
   while epoch < tc.num_epochs:
+    if _patience_spent(ckpts, epoch, tc.early_stopping_patience):
+      print(f'Stopping early: validation {best_metric} has not improved for {tc.early_stopping_patience} epochs.')
+      break
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
     bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
                unit='batch', leave=False, dynamic_ncols=True, disable=not main_process)
@@ -338,28 +341,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         ckpts.save_latest(step, state, {'epoch': epoch, 'position': position})
     flush()
     epoch, position = epoch + 1, 0
-    result = evaluate_fn(state)
+    result = evaluate_fn(state, data.test)
     running = {f'train_{k}': float(np.mean([r[k] for r in epoch_train]))
                for k in ('accuracy', 'loss') if epoch_train and k in epoch_train[0]}
     epoch_train = []
     final = {'split': 'eval', 'step': step, 'epoch': epoch, **running, **result}
+    validation = evaluate_fn(state, data.validation) if data.validation else None
+    if validation:
+      final['validation'] = validation
     log.write(final)
-    print(f'epoch {epoch}: {_describe(result)}')
+    print(f'epoch {epoch}: {_describe(result)}' + (f'; {_describe(validation, "validation")}' if validation else ''))
     ckpts.save_latest(step, state, {'epoch': epoch, 'position': 0})
-    scalars = {k: v for k, v in result.items() if isinstance(v, float)}
-    ckpts.save_best(step, state, {'epoch': epoch, 'position': 0}, scalars)
+    if validation:  # the best checkpoint is chosen on the validation speakers, never on the test ones
+      ckpts.save_best(step, state, {'epoch': epoch, 'position': 0, 'test': _scalars(result)}, _scalars(validation))
 
   if final is None:  # nothing left to train: the run was already complete
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
-  ckpts.close()
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
              'description': _describe(final)}
+  if ckpts.has_best():
+    best = ckpts.best_meta()
+    summary['best'] = {'epoch': best['epoch'], 'validation': best['metrics'], 'test': best['test'],
+                       'description': f"at the best validation epoch ({best['epoch']}): {_describe(best['test'])}"}
+  ckpts.close()
   if main_process:
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=1)
   return summary
+
+
+def _scalars(result: dict[str, Any]) -> dict[str, float]:
+  """The numbers of an evaluation (not its confusion matrix or per-class lists)."""
+  return {k: v for k, v in result.items() if isinstance(v, (int, float))}
+
+
+def _patience_spent(ckpts: checkpoints.RunCheckpoints, epoch: int, patience: int) -> bool:
+  """Whether `patience` epochs have passed since the best validation epoch (0: never)."""
+  return bool(patience) and ckpts.has_best() and epoch - ckpts.best_meta()['epoch'] >= patience
 
 
 def init_params_from(path: str, params: Any, keys: tuple[str, ...] = ()) -> Any:
@@ -393,4 +413,5 @@ def evaluate_checkpoint(path: str, data: loader.Data, model: nn.Module, config) 
   mesh = data_mesh()
   _, evaluate_fn, _ = _objective(config, data, mesh)
   state = replicate(state, mesh)
-  return {'checkpoint': step_dir, 'recorded': meta.get('metrics'), **evaluate_fn(state)}
+  # A best checkpoint records the test metrics of its epoch; a latest one records none.
+  return {'checkpoint': step_dir, 'recorded': meta.get('test'), **evaluate_fn(state, data.test)}

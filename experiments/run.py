@@ -57,6 +57,8 @@ def main(argv):
     f.write(config.to_json(indent=1))
   summary = train.train_and_evaluate(config, workdir, data=data, model=model)
   print(f"\nDone after {summary['final']['epoch']} epochs: {summary['description']}.")
+  if 'best' in summary:
+    print(f"  {summary['best']['description']} (checkpoints/best).")
   print(f'  checkpoints: {summary["checkpoints"]}')
   print(f'  metrics:     {os.path.abspath(os.path.join(workdir, "metrics.jsonl"))}')
   print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')

@@ -41,7 +41,7 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   workdir = tmp_path / 'run'
   result = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'held-out accuracy' in result.stdout
+  assert 'test accuracy' in result.stdout
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['final']['epoch'] == 2 and 0 <= summary['final']['accuracy'] <= 1
   for name in ('loss.png', 'accuracy.png', 'confusion.png'):
@@ -49,7 +49,16 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in records if r['split'] == 'train'] == list(range(1, summary['final']['step'] + 1))
   split = json.loads((workdir / 'split.json').read_text())
-  assert not set(split['train_utterances']) & set(split['test_utterances'])
+  sides = ('train_utterances', 'validation_utterances', 'test_utterances')
+  assert all(split[side] for side in sides)
+  assert not any(set(split[a]) & set(split[b]) for a in sides for b in sides if a < b)
+  assert len(split['validation_units']) == 1 and not set(split['validation_units']) & set(split['test_units'])
+  # The best checkpoint is the first epoch of highest validation accuracy; its test figures are that epoch's.
+  evals = [r for r in records if r['split'] == 'eval']
+  best = max(evals, key=lambda r: (r['validation']['accuracy'], -r['epoch']))
+  assert summary['best']['epoch'] == best['epoch']
+  assert summary['best']['test']['accuracy'] == best['accuracy']
+  assert summary['best']['validation']['accuracy'] == best['validation']['accuracy']
 
   # Eval-only restores the best checkpoint and reproduces the metrics recorded with it exactly.
   evaluated = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
@@ -79,6 +88,24 @@ def test_pretrain_presets_pick_the_loss_and_fusion_finds_their_last_checkpoint()
 
 class _Killed(Exception):
   pass
+
+
+@pytest.mark.e2e
+def test_early_stopping_ends_when_validation_stops_improving(tmp_path, data_dir):
+  workdir, patience, epochs = tmp_path / 'run', 1, 5
+  args = ('--config=configs/cnn.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+          f'--config.train.num_epochs={epochs}', f'--config.train.early_stopping_patience={patience}')
+  result = _run(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  evals = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines() if '"eval"' in l]
+  accuracy = [r['validation']['accuracy'] for r in evals]
+  best = [max(range(e + 1), key=lambda i: (accuracy[i], -i)) + 1 for e in range(len(evals))]  # best epoch so far
+  assert all(e + 1 - best[e] < patience for e in range(len(evals) - 1))  # no earlier epoch ran out of patience
+  assert len(evals) == epochs or len(evals) - best[-1] >= patience
+  assert ('Stopping early' in result.stdout) == (len(evals) < epochs)
+  rerun = _run(*args)  # a finished run, stopped early or not, trains no further
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert (workdir / 'metrics.jsonl').read_text().count('"eval"') == len(evals)
 
 
 @pytest.mark.e2e

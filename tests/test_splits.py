@@ -1,4 +1,5 @@
 import collections
+import json
 
 import pytest
 
@@ -68,3 +69,29 @@ def test_split_examples_keeps_augmented_copies_with_their_trained_original():
     trained = {(ex[originals[i]]['utterance'], ex[originals[i]]['clip']) for i in plain['train']}
     assert split['train'] == sorted(i for i, e in enumerate(ex) if (e['utterance'], e['clip']) in trained)
     assert split['test_units'] == plain['test_units']
+
+
+def test_validation_speakers_come_from_the_training_side_and_are_written_out(tmp_path):
+  ex = [{'speaker': s, 'group': s, 'utterance': f'{s}{i}', 'label': i % 2} for s in 'abcdef' for i in range(3)]
+  split = splits.make_split(ex, 'speaker', test_speakers=('a', 'b'), num_val_speakers=2, seed=4)
+  speakers = {side: {ex[i]['speaker'] for i in split[side]} for side in ('train', 'validation', 'test')}
+  assert speakers['test'] == {'a', 'b'} and len(speakers['validation']) == 2 and len(speakers['train']) == 2
+  assert not (speakers['validation'] & speakers['test']) and not (speakers['validation'] & speakers['train'])
+  assert sorted(speakers['validation']) == split['validation_units']
+  assert sorted(split['train'] + split['validation'] + split['test']) == list(range(len(ex)))
+  assert split == splits.make_split(ex, 'speaker', test_speakers=('a', 'b'), num_val_speakers=2, seed=4)
+  assert splits.make_split(ex, 'speaker', test_speakers=('a', 'b'))['validation'] == []
+  fold = splits.make_split(ex, 'group', fold=0, num_val_speakers=1, seed=0)
+  assert len({ex[i]['speaker'] for i in fold['validation']}) == 1 and 'a' not in fold['validation_units']
+  path = tmp_path / 'split.json'
+  splits.write(split, str(path), ex)
+  written = json.loads(path.read_text())
+  assert written['validation_utterances'] == sorted(ex[i]['utterance'] for i in split['validation'])
+
+
+def test_no_speaker_left_for_validation_is_an_error_naming_the_field():
+  ex = [{'speaker': s, 'group': s, 'label': 0} for s in 'abc']
+  with pytest.raises(ValueError, match='num_val_speakers'):
+    splits.make_split(ex, 'speaker', test_speakers=('a',), num_val_speakers=2)
+  with pytest.raises(ValueError, match='>= 0'):
+    splits.make_split(ex, 'speaker', test_speakers=('a',), num_val_speakers=-1)

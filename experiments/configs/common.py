@@ -74,6 +74,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.data.split = 'speaker'        # speaker | group | random (the paper's, optimistic)
   c.data.test_speakers = ()       # explicit held-out speakers; else num_test_speakers chosen by seed
   c.data.num_test_speakers = 2
+  c.data.num_val_speakers = 1     # validation speakers taken from the training side (picks the best checkpoint)
   c.data.fold = 0                 # for split=group: index of the held-out group
   c.data.test_fraction = 0.2      # for split=random
   c.data.balance_per_class = 0    # the paper's 1600: duplicate/undersample training classes to N (0: off)
@@ -110,6 +111,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.train.num_epochs = 10
   c.train.checkpoint_every_steps = 25
   c.train.log_every_steps = 10    # metrics stay on the device between host transfers (and at checkpoints)
+  c.train.early_stopping_patience = 0  # stop when validation has not improved for this many epochs (0: off)
 
   if 'smoke' in chosen:
     c.corpus.synthetic.update(num_speakers=4, utterances_per_emotion=4, seconds=1.5, frame_size=(48, 64))
