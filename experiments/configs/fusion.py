@@ -2,7 +2,7 @@
 
   :pretrained  fine-tune from contrastive pre-training (run configs/pretrain.py first with
                the same other presets): the encoders start from its last checkpoint (not
-               its best, which was picked by held-out retrieval).
+               its best, which is picked by validation retrieval).
 Without it the fusion model is trained directly (the paper's second method).
 """
 from experiments.configs import common
