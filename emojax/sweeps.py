@@ -351,11 +351,12 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def finished(point_dir: str, num_epochs: int | None = None) -> bool:
-  """A summary.json whose final epoch reaches num_epochs (a run asked for more epochs resumes)."""
+  """A summary.json whose final epoch reaches num_epochs, or that stopped early (a run asked for more
+  epochs resumes)."""
   summary = read_json(os.path.join(point_dir, 'summary.json'))
   if not isinstance(summary, dict) or 'final' not in summary:
     return False
-  return num_epochs is None or summary['final'].get('epoch', 0) >= num_epochs
+  return num_epochs is None or summary.get('stopped_early', False) or summary['final'].get('epoch', 0) >= num_epochs
 
 
 def progress(point_dir: str, num_epochs: int | None = None) -> str:

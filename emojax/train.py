@@ -306,10 +306,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   epoch_train = [r for r in log.read() if r['split'] == 'train' and r['epoch'] == epoch]
   state = replicate(state, mesh)
 
-  final = None
+  final, stopped_early = None, False
   while epoch < tc.num_epochs:
     if _patience_spent(ckpts, epoch, tc.early_stopping_patience):
       print(f'Stopping early: validation {best_metric} has not improved for {tc.early_stopping_patience} epochs.')
+      stopped_early = True
       break
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
     bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
@@ -360,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
-             'description': _describe(final)}
+             'description': _describe(final), 'stopped_early': stopped_early}
   if ckpts.has_best():
     best = ckpts.best_meta()
     summary['best'] = {'epoch': best['epoch'], 'validation': best['metrics'], 'test': best['test'],

@@ -75,7 +75,7 @@ def test_a_run_of_the_same_config_reads_the_prepared_arrays(prepared, tmp_path, 
     config[section][field] = value
   monkeypatch.setattr(arrays, '_build', lambda *args: pytest.fail('load_data built the arrays again'))
   data = loader.load_data(config, str(tmp_path))
-  assert len(data.train) + len(data.test) == summary['records']
+  assert len(data.train) + len(data.validation) + len(data.test) == summary['records']  # three sides, every record once
   assert data.train.example_batch(2)['audio'].shape == (2, 16, 24, 1)
   corpus_builds = os.path.dirname(summary['directory'])  # the one build there is the prepared one
   assert os.listdir(overrides['data.data_dir']) == [os.path.basename(corpus_builds)]

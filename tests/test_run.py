@@ -103,6 +103,7 @@ def test_early_stopping_ends_when_validation_stops_improving(tmp_path, data_dir)
   assert all(e + 1 - best[e] < patience for e in range(len(evals) - 1))  # no earlier epoch ran out of patience
   assert len(evals) == epochs or len(evals) - best[-1] >= patience
   assert ('Stopping early' in result.stdout) == (len(evals) < epochs)
+  assert json.loads((workdir / 'summary.json').read_text())['stopped_early'] == (len(evals) < epochs)
   rerun = _run(*args)  # a finished run, stopped early or not, trains no further
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert (workdir / 'metrics.jsonl').read_text().count('"eval"') == len(evals)

@@ -208,6 +208,11 @@ def test_run_skips_finished_points_and_reruns_unfinished_ones(tmp_path, fake_run
   assert record['command'] == sweep.shell_command(sweep.points[1])
   assert open(os.path.join(sweep.workdir, 'seed=1', 'run.log')).read().count('fake run') == 2  # appended
 
+  # A run stopped early by its validation speakers is finished, short of its epochs.
+  with open(os.path.join(sweep.workdir, 'seed=2', 'summary.json'), 'w') as f:
+    json.dump({'final': {'epoch': 1, 'accuracy': 0.1}, 'stopped_early': True}, f)
+  assert sweeps.run(sweep, runner=fake_runner, poll_s=0.01, out=lambda s: None)['seed=2'] == 'skipped'
+
 
 def test_failed_point_is_recorded_and_the_others_go_on(tmp_path, fake_runner):
   sweep = _load(tmp_path, "sweeps.seeds([1, 13, 2]) + [{'train.batch_size': 3}]")
