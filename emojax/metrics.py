@@ -89,8 +89,11 @@ def plot_run(records: Iterable[dict[str, Any]], class_names: Sequence[str], out_
   if evals and 'accuracy' in evals[-1]:
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [r['epoch'] for r in evals]
-    ax.plot(epochs, [r['accuracy'] for r in evals], marker='o', label='held-out accuracy')
-    ax.plot(epochs, [r['unweighted_accuracy'] for r in evals], marker='o', label='held-out unweighted accuracy')
+    ax.plot(epochs, [r['accuracy'] for r in evals], marker='o', label='test accuracy')
+    ax.plot(epochs, [r['unweighted_accuracy'] for r in evals], marker='o', label='test unweighted accuracy')
+    if 'validation' in evals[-1]:
+      ax.plot(epochs, [r.get('validation', {}).get('accuracy', np.nan) for r in evals], marker='s',
+              label='validation accuracy (picks the best checkpoint)')
     if 'train_accuracy' in evals[-1]:
       ax.plot(epochs, [r['train_accuracy'] for r in evals], marker='.', ls='--', label='train accuracy (epoch mean)')
     ax.axhline(1 / len(class_names), color='gray', lw=0.8, ls=':', label='chance')
