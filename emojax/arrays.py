@@ -29,7 +29,7 @@ import threadpoolctl
 from array_record.python import array_record_module
 from tqdm.auto import tqdm
 
-from emojax import features
+from emojax import features, files
 from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Corpus, Skipped
 
@@ -117,7 +117,7 @@ def _write_part(corpus: Corpus, spec: features.FeatureSpec, class_names: tuple[s
     writer.close()
     os.replace(base + '.tmp', base + '.array_record')
   part = {'ids': [item.id for item in items], 'rows': rows, 'examples': example_rows, 'stats': dict(stats)}
-  _write_json(base + '.json', part)
+  files.write_json(base + '.json', part)
 
 
 def build(corpus: Corpus, spec: features.FeatureSpec, data_dir: str, *, corpus_key: str | None = None,
@@ -178,7 +178,7 @@ def _build(corpus: Corpus, spec: features.FeatureSpec, directory: str, utterance
   example_rows = [row for _, part in parts for row in part['examples']]
   stats = sum((collections.Counter(part['stats']) for _, part in parts), collections.Counter())
   manifest = summarise(rows, example_rows, class_names, stats)
-  _write_json(os.path.join(directory, 'manifest.json'), manifest)
+  files.write_json(os.path.join(directory, 'manifest.json'), manifest)
   if not example_rows:
     raise ValueError(f'No usable utterance in corpus {corpus.name!r} ({len(rows)} listed, reasons '
                      f"{manifest['skipped_by_reason']}): see {directory}/manifest.json.")
@@ -231,9 +231,3 @@ def print_manifest(manifest: dict[str, Any], directory: str) -> None:
   if manifest['video']:
     print(f"  video:       {manifest['video']}")
 
-
-def _write_json(path: str, obj: Any) -> None:
-  """Writes atomically (temp name, then rename): a kill never leaves half a file."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + '.tmp', path)

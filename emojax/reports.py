@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emojax import sweeps
+from emojax import files, sweeps
 
 METRICS = ('accuracy', 'unweighted_accuracy', 'recall_at_1', 'recall_at_5')
 _LABELS = {'accuracy': 'test acc', 'unweighted_accuracy': 'test UA', 'recall_at_1': 'recall@1',
@@ -282,7 +282,7 @@ def write(sweep_dir: str, sweep: sweeps.Sweep | None = None, *, title: str | Non
             'regenerate': regenerate, 'replicates': list(replicates), **table, 'points': entries,
             'failed': [{'name': e['name'], 'error': e['error'], 'dir': e['dir']} for e in entries
                        if e['status'] == 'failed']}
-  sweeps.write_json(paths['json'], _finite(json.loads(json.dumps(report, default=str))))
+  files.write_json(paths['json'], _finite(json.loads(json.dumps(report, default=str))))
   return paths
 
 

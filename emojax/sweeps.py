@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
 
+from emojax import files
+
 REPLICATES = ('seed', 'data.fold')   # averaged over in reports; every other axis makes a row
 RUNNER = ('python', '-m', 'experiments.run')   # how commands name the run; `run` starts sys.executable
 LAUNCH: list[str] | None = None  # what `run` starts in place of experiments.run (tests put a stand-in here)
@@ -343,13 +345,6 @@ def read_json(path: str) -> Any:
     return None
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes atomically (temp name, then rename)."""
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(path + '.tmp', path)
-
-
 def finished(point_dir: str, num_epochs: int | None = None) -> bool:
   """A summary.json whose final epoch reaches num_epochs, or that stopped early (a run asked for more
   epochs resumes)."""
@@ -568,4 +563,4 @@ def _record(sweep: Sweep, point: Point, point_dir: str, *, state: str, wall_s: f
       **extra,
   }
   os.makedirs(point_dir, exist_ok=True)
-  write_json(path, json.loads(json.dumps(record, default=str)))
+  files.write_json(path, json.loads(json.dumps(record, default=str)))

@@ -5,6 +5,8 @@ import json
 import os
 from typing import Any
 
+from emojax import files
+
 
 def _fmt(value, spec):
   return format(value, spec) if isinstance(value, (int, float)) else '-'
@@ -134,7 +136,4 @@ def layers_markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
 def write(out: str, stem: str, document: dict[str, Any], table: str) -> None:
   """<stem>.json and <stem>.md under `out`, each replaced whole (a reader never sees half a file)."""
   for ext, text in (('json', json.dumps(document, indent=1)), ('md', table)):
-    path = os.path.join(out, f'{stem}.{ext}')
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    files.write_text(os.path.join(out, f'{stem}.{ext}'), text)
