@@ -233,6 +233,12 @@ def test_fast_is_the_measured_cpu_plan_and_anything_else_applies_to_every_layer(
     kernels.resolve('winograd', 'fast')
   with pytest.raises(ValueError, match='max-pool impl'):
     kernels.resolve('fast', 'average')
+  kernels.check('fast', 'fast')  # the same checks, without asking for a backend
+  kernels.check('fold2d+patches:2', 'slices')
+  with pytest.raises(ValueError, match="'fast'"):
+    kernels.check('winograd', 'fast')
+  with pytest.raises(ValueError, match='max-pool impl'):
+    kernels.check('xla', 'average')
   default = kernels.Plan()  # what a module built without get_model computes: the plain Flax layers
   assert set(default.audio + default.video) == {'xla'} and default.pool == 'xla'
   assert len(default.audio) == 3 and len(default.video) == 4

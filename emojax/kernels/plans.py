@@ -52,6 +52,18 @@ def native_runs_here(backend: str, devices: int) -> bool:
   return backend == 'cpu' and devices == 1 and native.available()
 
 
+def check(conv_impl: str, pool_impl: str) -> None:
+  """Raises ValueError naming `conv_impl` or `pool_impl` if it is neither 'fast' nor an impl (no backend
+  is asked: a parent process may check a setting that a child runs)."""
+  if conv_impl != 'fast':
+    try:
+      conv_function(conv_impl)
+    except ValueError as error:
+      raise ValueError(f"conv_impl must be 'fast' or a convolution impl. {error}") from None
+  if pool_impl != 'fast' and pool_impl not in pools.POOL_IMPLS:
+    raise ValueError(f"Unknown max-pool impl {pool_impl!r}; expected 'fast' or one of {pools.POOL_IMPLS}.")
+
+
 def resolve(conv_impl: str = 'fast', pool_impl: str = 'fast', *, backend: str | None = None,
             devices: int | None = None) -> Plan:
   """The plan that `conv_impl` and `pool_impl` mean on `backend` with `devices` devices (default: here).
@@ -60,6 +72,7 @@ def resolve(conv_impl: str = 'fast', pool_impl: str = 'fast', *, backend: str | 
   'fast' pools: 'native' where the native kernels run, else 'slices'. Any other value applies to
   every layer.
   """
+  check(conv_impl, pool_impl)  # a clear error for an unknown impl, before any layer is built
   backend = backend or jax.default_backend()
   devices = jax.device_count() if devices is None else devices
   native_here = native_runs_here(backend, devices)
@@ -69,15 +82,9 @@ def resolve(conv_impl: str = 'fast', pool_impl: str = 'fast', *, backend: str | 
     else:
       audio, video = (('xla',) * len(plans[0]) for plans in CPU_PLANS.values())
   else:
-    try:
-      conv_function(conv_impl)  # a clear error for an unknown impl, before any layer is built
-    except ValueError as error:
-      raise ValueError(f"conv_impl must be 'fast' or a convolution impl. {error}") from None
     audio, video = ((conv_impl,) * len(plans[0]) for plans in CPU_PLANS.values())
   if pool_impl == 'fast':
     pool_impl = 'native' if native_here else 'slices'
-  elif pool_impl not in pools.POOL_IMPLS:
-    raise ValueError(f"Unknown max-pool impl {pool_impl!r}; expected 'fast' or one of {pools.POOL_IMPLS}.")
   return Plan(audio=audio, video=video, pool=pool_impl)
 
 

@@ -92,14 +92,11 @@ def parse_setting(text: str) -> tuple[str, str, str]:
       impls, dtype = text[:-len(name) - 1], name
   conv_impl, _, pool_impl = impls.partition('/')
   pool_impl = pool_impl or 'fast'
-  if conv_impl != 'fast':
-    try:
-      kernels.conv_function(conv_impl)
-    except ValueError as error:
-      raise app.UsageError(f'Setting {text!r}: {error}') from None
-  if pool_impl not in ('fast', *kernels.POOL_IMPLS):
-    raise app.UsageError(f"Setting {text!r} is not conv_impl[/pool_impl][:dtype] with pool_impl 'fast' or among "
-                         f'{kernels.POOL_IMPLS} and dtype among {tuple(models.DTYPES)}.')
+  try:
+    kernels.check(conv_impl, pool_impl)
+  except ValueError as error:
+    raise app.UsageError(f'Setting {text!r} is not conv_impl[/pool_impl][:dtype] (dtype among '
+                         f'{tuple(models.DTYPES)}): {error}') from None
   return conv_impl, pool_impl, dtype
 
 
