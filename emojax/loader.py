@@ -19,22 +19,67 @@ from emojax import arrays, corpora, features, splits
 
 # The arrays a step consumes; the text fields stay on the host.
 ARRAY_KEYS = ('audio', 'video', 'label')
+# How spectrograms are standardised, per frequency row (and channel), before the model sees them:
+#   none       as built (a fixed dB scale, the same for every clip)
+#   utterance  on the clip's own columns (speaker-blind: needs nothing but the clip)
+#   speaker    on every column of every clip of the clip's speaker, test speakers included, labels unused
+#              (speaker-normalised: transductive, needs the speaker's identity and several of their clips)
+NORMALIZE = ('none', 'utterance', 'speaker')
+_MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
+
+
+def _text(value: Any) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def speaker_statistics(source: Any, examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+  """{speaker: (2, H, 1, C) mean and std of each spectrogram row} over the speaker's original clips
+  (augmented copies left out); reads every record once."""
+  sums: dict[str, list] = {}
+  for index, example in enumerate(examples):
+    if example.get('copy', 0):
+      continue
+    image = np.asarray(source[index]['audio'], np.float64)
+    total = sums.setdefault(example['speaker'], [0.0, 0.0, 0])
+    total[0] = total[0] + image.sum(axis=1, keepdims=True)
+    total[1] = total[1] + np.square(image).sum(axis=1, keepdims=True)
+    total[2] += image.shape[1]
+  stats = {}
+  for speaker, (total, squares, count) in sums.items():
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    stats[speaker] = np.stack([mean, np.maximum(std, _MIN_STD)]).astype(np.float32)
+  return stats
 
 
 class _Lookup:
-  """Maps a record index to the arrays of that record, and its speaker's number when `speakers`
-  numbers them (contrastive mining can then tell speakers apart). Picklable for Grain workers."""
+  """Maps a record index to the arrays of that record, the audio standardised as `normalize` says, and its
+  speaker's number when `speakers` numbers them (contrastive mining can then tell speakers apart).
+  Picklable for Grain workers."""
 
-  def __init__(self, source: Any, speakers: dict[str, int] | None = None):
+  def __init__(self, source: Any, speakers: dict[str, int] | None = None, normalize: str = 'none',
+               speaker_stats: dict[str, np.ndarray] | None = None):
+    if normalize not in NORMALIZE:
+      raise ValueError(f'Unknown normalisation {normalize!r}; expected one of {list(NORMALIZE)}.')
+    if normalize == 'speaker' and speaker_stats is None:
+      raise ValueError("normalize='speaker' needs the speakers' statistics (speaker_statistics).")
     self.source = source
     self.speakers = speakers
+    self.normalize = normalize
+    self.speaker_stats = speaker_stats
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[int(index)]
     element = {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
+    if 'audio' in element and self.normalize != 'none':
+      image = element['audio']
+      if self.normalize == 'utterance':
+        mean, std = image.mean(axis=1, keepdims=True), np.maximum(image.std(axis=1, keepdims=True), _MIN_STD)
+      else:
+        mean, std = self.speaker_stats[_text(record['speaker'])]
+      element['audio'] = ((image - mean) / std).astype(np.float32)
     if self.speakers is not None:
-      speaker = record['speaker']
-      element['speaker'] = np.int32(self.speakers[speaker.decode() if isinstance(speaker, bytes) else str(speaker)])
+      element['speaker'] = np.int32(self.speakers[_text(record['speaker'])])
     return element
 
 
@@ -99,9 +144,14 @@ class Split:
   shard_index: int = 0
   shard_count: int = 1
   speakers: dict[str, int] | None = None  # speaker name -> number, added to each example when set
+  normalize: str = 'none'  # one of NORMALIZE
+  speaker_stats: dict[str, np.ndarray] | None = None  # for normalize='speaker'
 
   def __len__(self) -> int:
     return len(self.indices)
+
+  def _lookup(self) -> _Lookup:
+    return _Lookup(self.source, self.speakers, self.normalize, self.speaker_stats)
 
   def _iterate(self, dataset: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
@@ -114,7 +164,7 @@ class Split:
     if batch_size % self.shard_count:
       raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
     full = len(dataset) // batch_size * batch_size  # whole global batches only
-    dataset = dataset[:full][self.shard_index::self.shard_count].map(_Lookup(self.source, self.speakers))
+    dataset = dataset[:full][self.shard_index::self.shard_count].map(self._lookup())
     if augment_seed is not None and self.augment.active:
       # Per-element random streams derive from (seed, position): a resumed epoch augments identically.
       dataset = dataset.random_map(self.augment, seed=augment_seed)
@@ -140,7 +190,7 @@ class Split:
 
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes (for initialising parameters)."""
-    record = _Lookup(self.source, self.speakers)(self.indices[0])
+    record = self._lookup()(self.indices[0])
     return {k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}
 
 
@@ -160,11 +210,13 @@ def load_data(config, workdir: str | None = None) -> Data:
   The split (with utterance ids) is written to `<workdir>/split.json`.
   """
   dc = config.data
+  if dc.normalize not in NORMALIZE:
+    raise ValueError(f'Unknown data.normalize {dc.normalize!r}; expected one of {list(NORMALIZE)}.')
   corpus = corpora.get_corpus(config.corpus)
   spec = features.spec_from_config(config)
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
   split = splits.split_examples(built.examples, dc.split, test_speakers=tuple(dc.test_speakers),
-                                num_test_speakers=dc.num_test_speakers, fold=dc.fold,
+                                num_test_speakers=dc.num_test_speakers, fold=dc.fold, num_folds=dc.num_folds,
                                 test_fraction=dc.test_fraction, num_val_speakers=dc.num_val_speakers,
                                 seed=config.seed)
   train_indices = split['train']
@@ -179,7 +231,8 @@ def load_data(config, workdir: str | None = None) -> Data:
   if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
-  validation = Split(built.source, split['validation'], speakers=speakers, **shard) if split['validation'] else None
-  return Data(class_names=built.class_names,
-              train=Split(built.source, train_indices, augment=augment, speakers=speakers, **shard),
-              test=Split(built.source, split['test'], speakers=speakers, **shard), validation=validation)
+  common = {'speakers': speakers, 'normalize': dc.normalize, **shard,
+            'speaker_stats': speaker_statistics(built.source, built.examples) if dc.normalize == 'speaker' else None}
+  validation = Split(built.source, split['validation'], **common) if split['validation'] else None
+  return Data(class_names=built.class_names, train=Split(built.source, train_indices, augment=augment, **common),
+              test=Split(built.source, split['test'], **common), validation=validation)

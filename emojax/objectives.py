@@ -11,9 +11,31 @@ import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy of integer `labels` (B,) under `logits` (B, K)."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, label_smoothing: float = 0.0,
+                  mix: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+  """Mean softmax cross-entropy of integer `labels` (B,) under `logits` (B, K).
+
+  label_smoothing: the targets put 1 - s on the label and s / K on every class (Szegedy et al. 2016).
+  mix: (weight, partner) of `mixup`: the target is weight x row's target + (1 - weight) x its partner's.
+  """
+  if not label_smoothing and mix is None:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  if mix is not None:
+    targets = mix_rows(targets, mix)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def mixup(rng: jax.Array, batch_size: int, alpha: float) -> tuple[jax.Array, jax.Array]:
+  """(weight, partner): one Beta(alpha, alpha) weight for the batch and a random partner row for each row."""
+  weight_rng, partner_rng = jax.random.split(rng)
+  return jax.random.beta(weight_rng, alpha, alpha), jax.random.permutation(partner_rng, batch_size)
+
+
+def mix_rows(x: jax.Array, mix: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """weight * x + (1 - weight) * x[partner], along the leading (batch) axis."""
+  weight, partner = mix
+  return weight * x + (1.0 - weight) * x[partner]
 
 
 def l1_penalty(params) -> jax.Array:

@@ -79,8 +79,7 @@ def read_point(point_dir: str, *, name: str | None = None, axes: Sequence[Sequen
     entry['best'] = _metrics(summary.get('best'))
     classes = summary.get('class_names') or []
     entry['recall'] = {'final': _recalls(summary['final'], classes), 'best': _recalls(summary.get('best'), classes)}
-    done = num_epochs is None or (entry['epoch'] or 0) >= num_epochs
-    entry['status'] = 'finished' if done else 'incomplete'
+    entry['status'] = 'finished' if sweeps.complete(summary, num_epochs) else 'incomplete'
   elif os.path.exists(os.path.join(point_dir, sweeps.ERROR_FILE)):
     entry['status'] = 'failed'
     with open(os.path.join(point_dir, sweeps.ERROR_FILE)) as f:

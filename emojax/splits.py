@@ -3,6 +3,8 @@
 Schemes:
   'speaker'  whole speakers held out (the split the field trusts)
   'group'    leave-one-group-out fold (IEMOCAP session, actor, ...)
+  'folds'    cross-validation over speakers: the sorted speakers dealt round-robin into
+             `num_folds` folds (0: one per speaker, leave-one-speaker-out); `fold` is held out
   'random'   the paper's random 80/20 over clips: clips of the same utterance and
              speaker land on both sides, so its figures are optimistic
 A validation side (`num_val_speakers` > 0) is carved out of the training side by
@@ -20,8 +22,20 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def speaker_folds(speakers: Sequence[str], num_folds: int = 0) -> list[list[str]]:
+  """The cross-validation folds of 'folds': sorted speakers dealt round-robin into `num_folds` folds
+  (0: one fold per speaker). Round-robin over sorted ids mixes corpora that number their speakers
+  by gender (RAVDESS: odd male, even female) into mixed folds."""
+  speakers = sorted(set(speakers))
+  count = num_folds or len(speakers)
+  if not 2 <= count <= len(speakers):
+    raise ValueError(f'Cannot make {count} speaker folds from {len(speakers)} speakers {speakers} '
+                     '(data.num_folds: 0 for one per speaker, else 2..number of speakers).')
+  return [speakers[i::count] for i in range(count)]
+
+
 def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers: Sequence[str] = (),
-               num_test_speakers: int = 2, fold: int = 0, test_fraction: float = 0.2,
+               num_test_speakers: int = 2, fold: int = 0, num_folds: int = 0, test_fraction: float = 0.2,
                num_val_speakers: int = 0, seed: int = 0) -> dict[str, Any]:
   """Returns {'scheme', 'train': [record indices], 'validation': [...], 'test': [...], 'test_units': [...],
   'validation_units': [...]}; 'validation' is empty when num_val_speakers is 0."""
@@ -43,13 +57,19 @@ def make_split(examples: Sequence[dict[str, Any]], scheme: str, *, test_speakers
       raise ValueError(f'Fold {fold} out of range: there are {len(groups)} groups {groups}.')
     held = [groups[fold]]
     is_test = [e['group'] == groups[fold] for e in examples]
+  elif scheme == 'folds':
+    folds = speaker_folds([e['speaker'] for e in examples], num_folds)
+    if not 0 <= fold < len(folds):
+      raise ValueError(f'Fold {fold} out of range: there are {len(folds)} speaker folds (0..{len(folds) - 1}).')
+    held = folds[fold]
+    is_test = [e['speaker'] in held for e in examples]
   elif scheme == 'random':
     order = np.random.default_rng(seed).permutation(len(examples))
     test = set(order[:int(round(test_fraction * len(examples)))].tolist())
     held = []
     is_test = [i in test for i in range(len(examples))]
   else:
-    raise ValueError(f"Unknown split scheme {scheme!r}; expected 'speaker', 'group' or 'random'.")
+    raise ValueError(f"Unknown split scheme {scheme!r}; expected 'speaker', 'group', 'folds' or 'random'.")
   train = [i for i, t in enumerate(is_test) if not t]
   validation, val_units = _validation(examples, train, scheme, num_val_speakers, test_fraction, seed)
   split = {

@@ -1,7 +1,8 @@
 """Sweeps: grids of run configs, expanded, validated, named, and run one process per point.
 
 A sweep file (experiments/configs/sweeps/*.py) has `get_config(arg)`, the base run
-config, and `get_sweep(arg)`, its points, written with the helpers here:
+config, and `get_sweep(arg)`, its points, written with the helpers here (`get_sweep(arg, config)`
+also gets the base config, command-line overrides applied: e.g. to count a corpus's speaker folds):
 
   product(values('model.name', ['cnn', 'fusion']),
           options('augment', off={'data.augment.top_crop_px': 0}, on={'data.augment.top_crop_px': 4}),
@@ -24,6 +25,7 @@ import copy
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -230,7 +232,8 @@ def load(config_ref: str, config_path: str, *, base: ml_collections.ConfigDict |
     raise SweepError(f'{config_path} has no get_sweep(arg): it is a run config, not a sweep.')
   if base is None:
     base = module.get_config(arg)
-  points = as_points(module.get_sweep(arg))
+  wants_config = len(inspect.signature(module.get_sweep).parameters) > 1
+  points = as_points(module.get_sweep(arg, base) if wants_config else module.get_sweep(arg))
   replicates = tuple(getattr(module, 'REPLICATES', REPLICATES))
   sweep = Sweep(name=os.path.splitext(os.path.basename(config_path))[0], config_ref=config_ref, base=base,
                 points=points, configs=[], workdir=workdir or default_workdir(config_path, arg),
@@ -345,13 +348,18 @@ def read_json(path: str) -> Any:
     return None
 
 
-def finished(point_dir: str, num_epochs: int | None = None) -> bool:
-  """A summary.json whose final epoch reaches num_epochs, or that stopped early (a run asked for more
-  epochs resumes)."""
-  summary = read_json(os.path.join(point_dir, 'summary.json'))
+def complete(summary: Any, num_epochs: int | None = None) -> bool:
+  """Whether a summary.json is of a finished run: its final epoch reaches num_epochs, it stopped early,
+  or it trains without epochs (a baseline: `complete`). A run asked for more epochs resumes."""
   if not isinstance(summary, dict) or 'final' not in summary:
     return False
-  return num_epochs is None or summary.get('stopped_early', False) or summary['final'].get('epoch', 0) >= num_epochs
+  return (num_epochs is None or summary.get('complete', False) or summary.get('stopped_early', False)
+          or summary['final'].get('epoch', 0) >= num_epochs)
+
+
+def finished(point_dir: str, num_epochs: int | None = None) -> bool:
+  """A complete summary.json in the point dir."""
+  return complete(read_json(os.path.join(point_dir, 'summary.json')), num_epochs)
 
 
 def progress(point_dir: str, num_epochs: int | None = None) -> str:

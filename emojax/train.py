@@ -32,10 +32,27 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW (the paper's Adam lr 1e-4 with weight decay 0.01), optional global-norm clipping."""
+SCHEDULES = ('constant', 'cosine')
+
+
+def learning_rate(optim: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> float | optax.Schedule:
+  """The constant rate, or (schedule='cosine') a linear warmup over `warmup_epochs` to the rate, then a
+  cosine decay to zero at `total_steps`."""
+  schedule = optim.get('schedule', 'constant')
+  if schedule not in SCHEDULES:
+    raise ValueError(f'Unknown optim.schedule {schedule!r}; expected one of {list(SCHEDULES)}.')
+  if schedule == 'constant':
+    return optim.learning_rate
+  warmup = int(round(optim.get('warmup_epochs', 0.0) * steps_per_epoch))
+  return optax.warmup_cosine_decay_schedule(0.0, optim.learning_rate, warmup_steps=warmup,
+                                            decay_steps=max(total_steps, warmup + 1))
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int = 0,
+                   steps_per_epoch: int = 0) -> optax.GradientTransformation:
+  """AdamW (the paper's Adam lr 1e-4 with weight decay 0.01), optional global-norm clipping and schedule."""
   steps = [optax.clip_by_global_norm(optim.max_grad_norm)] if optim.max_grad_norm else []
-  steps.append(optax.adamw(optim.learning_rate, weight_decay=optim.weight_decay))
+  steps.append(optax.adamw(learning_rate(optim, total_steps, steps_per_epoch), weight_decay=optim.weight_decay))
   return optax.chain(*steps)
 
 
@@ -132,12 +149,23 @@ def _step(loss_fn: Callable, frozen: tuple[str, ...] = (), frozen_steps: int = 0
   return jax.jit(step, donate_argnums=0)
 
 
-def make_train_step(l1: float = 0.0, *, frozen: tuple[str, ...] = (), frozen_steps: int = 0) -> Callable:
-  """The jitted cross-entropy step `(state, batch, rng) -> (state, metrics)`."""
+def make_train_step(l1: float = 0.0, *, label_smoothing: float = 0.0, mixup_alpha: float = 0.0,
+                    frozen: tuple[str, ...] = (), frozen_steps: int = 0) -> Callable:
+  """The jitted cross-entropy step `(state, batch, rng) -> (state, metrics)`.
+
+  `mixup_alpha` > 0: each input is blended with another of the batch by a Beta(alpha, alpha)
+  weight drawn per step, and so are their (smoothed) targets (Zhang et al. 2018).
+  """
 
   def loss_fn(state, params, batch, rng):
-    logits, batch_stats = _apply_train(state, params, model_inputs(batch), rng)
-    ce = objectives.cross_entropy(logits, batch['label'])
+    inputs = model_inputs(batch)
+    mix = None
+    if mixup_alpha:
+      mix_rng, rng = jax.random.split(rng)
+      mix = objectives.mixup(mix_rng, batch['label'].shape[0], mixup_alpha)
+      inputs = {k: objectives.mix_rows(v, mix) for k, v in inputs.items()}
+    logits, batch_stats = _apply_train(state, params, inputs, rng)
+    ce = objectives.cross_entropy(logits, batch['label'], label_smoothing=label_smoothing, mix=mix)
     loss = ce + l1 * objectives.l1_penalty(params) if l1 else ce
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return loss, ({'loss_ce': ce, 'accuracy': accuracy}, batch_stats)
@@ -248,7 +276,8 @@ def _objective(config, data: loader.Data, mesh: jax.sharding.Mesh):
   tc = config.train
   if config.objective == 'cross_entropy':
     frozen = tuple(config.init_keys) if config.init_from and config.freeze_steps else ()
-    step = make_train_step(config.optim.l1, frozen=frozen, frozen_steps=config.freeze_steps)
+    step = make_train_step(config.optim.l1, label_smoothing=config.optim.label_smoothing,
+                           mixup_alpha=config.train.mixup_alpha, frozen=frozen, frozen_steps=config.freeze_steps)
     return step, lambda state, split: evaluate(state, split, tc.batch_size, len(data.class_names), mesh), 'accuracy'
   if config.objective == 'contrastive':
     cc = config.contrastive
@@ -283,14 +312,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = data_mesh()
   if tc.batch_size % mesh.size:
     raise ValueError(f'Batch size {tc.batch_size} does not split over {mesh.size} devices.')
-  state = create_state(model, data.train.example_batch(tc.batch_size), make_optimizer(config.optim), init_rng)
+  steps_per_epoch = len(data.train) // tc.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'The training split has {len(data.train)} examples, fewer than one batch of {tc.batch_size}.')
+  tx = make_optimizer(config.optim, tc.num_epochs * steps_per_epoch, steps_per_epoch)
+  state = create_state(model, data.train.example_batch(tc.batch_size), tx, init_rng)
   train_step, evaluate_fn, best_metric = _objective(config, data, mesh)
   main_process = jax.process_index() == 0
   log = metrics.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), enabled=main_process)
   ckpts = checkpoints.RunCheckpoints(workdir, best_metric=best_metric)
-  steps_per_epoch = len(data.train) // tc.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'The training split has {len(data.train)} examples, fewer than one batch of {tc.batch_size}.')
 
   epoch, position = 0, 0
   if ckpts.latest.latest_step() is not None:

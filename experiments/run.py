@@ -22,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import loader, models, train
+from emojax import baselines, loader, models, train
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -40,6 +40,15 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value or config.workdir
   os.makedirs(workdir, exist_ok=True)
+  if baselines.is_baseline(config.model.name):  # features + scikit-learn: no epochs, no checkpoints
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=1))
+    summary = baselines.train_and_evaluate(config, workdir)
+    print(f"\nBaseline {config.model.name} ({summary['mode']}): {summary['description']}.")
+    if 'best' in summary:
+      print(f"  {summary['best']['description']}.")
+    print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')
+    return
   data = loader.load_data(config, workdir)
   model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
   print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s)): {model.plan.describe()}')

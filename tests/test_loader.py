@@ -81,3 +81,25 @@ def test_speaker_numbers_join_the_batches_when_asked():
   speakers = np.concatenate([b['speaker'] for b, _ in batches])
   np.testing.assert_array_equal(speakers, np.arange(12) % 3)
   assert 'speaker' not in next(iter(loader.Split(source, list(range(12))).train_batches(4, seed=0, epoch=0)))
+
+
+def test_normalisation_per_utterance_and_per_speaker():
+  source = [{**r, 'speaker': f'spk{i % 2}'.encode()} for i, r in enumerate(_source(8))]
+  examples = [{'speaker': f'spk{i % 2}', 'copy': 0} for i in range(8)]
+  utterance = next(iter(loader.Split(source, list(range(8)), normalize='utterance').eval_batches(8)))[0]['audio']
+  np.testing.assert_allclose(utterance.mean(axis=2), 0.0, atol=1e-5)  # every row of every clip
+  np.testing.assert_allclose(utterance.std(axis=2), 1.0, atol=1e-4)
+  stats = loader.speaker_statistics(source, examples)
+  assert sorted(stats) == ['spk0', 'spk1'] and stats['spk0'].shape == (2, 40, 1, 1)
+  split = loader.Split(source, list(range(8)), normalize='speaker', speaker_stats=stats)
+  speaker = next(iter(split.eval_batches(8)))[0]['audio']
+  for s in (0, 1):  # over all of a speaker's clips and columns, each row has mean 0 and std 1
+    rows = speaker[s::2].transpose(1, 0, 2, 3).reshape(40, -1)
+    np.testing.assert_allclose(rows.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(rows.std(axis=1), 1.0, atol=1e-4)
+  raw = np.stack([source[i]['audio'] for i in range(8)])
+  assert not np.allclose(speaker, utterance) and not np.allclose(speaker, raw)
+  with pytest.raises(ValueError, match="Unknown normalisation 'global'"):
+    loader.Split(source, [0], normalize='global').example_batch(1)
+  with pytest.raises(ValueError, match='needs the speakers'):
+    loader.Split(source, [0], normalize='speaker').example_batch(1)

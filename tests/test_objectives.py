@@ -230,3 +230,29 @@ def test_unknown_contrastive_loss_is_a_clear_error():
   pairs = objectives.all_pairs(jnp.array([0, 1]))
   with pytest.raises(ValueError, match='Unknown contrastive loss'):
     objectives.contrastive_pairs(jnp.ones((2, 3)), jnp.ones((2, 3)), pairs, 1.0, loss='triplet')
+
+
+def test_label_smoothing_and_mixup_targets_hand_computed():
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+  labels = jnp.array([0, 2])
+  log_p = jax.nn.log_softmax(logits)
+  smooth = 0.3 * jnp.ones((2, 3)) / 3 + 0.7 * jax.nn.one_hot(labels, 3)
+  expected = -jnp.mean(jnp.sum(smooth * log_p, -1))
+  assert float(objectives.cross_entropy(logits, labels, label_smoothing=0.3)) == pytest.approx(float(expected), rel=1e-6)
+  # mixup: weight 0.25 on a row's own target, 0.75 on its partner's (rows swapped)
+  mix = (jnp.float32(0.25), jnp.array([1, 0]))
+  targets = 0.25 * jax.nn.one_hot(labels, 3) + 0.75 * jax.nn.one_hot(labels[::-1], 3)
+  expected = -jnp.mean(jnp.sum(targets * log_p, -1))
+  assert float(objectives.cross_entropy(logits, labels, mix=mix)) == pytest.approx(float(expected), rel=1e-6)
+  x = jnp.arange(6.0).reshape(2, 3)
+  np.testing.assert_allclose(objectives.mix_rows(x, mix), 0.25 * x + 0.75 * x[::-1])
+  # weight 1 with itself as partner is plain cross-entropy
+  plain = objectives.cross_entropy(logits, labels)
+  assert float(objectives.cross_entropy(logits, labels, mix=(jnp.float32(1.0), jnp.array([0, 1])))) == \
+      pytest.approx(float(plain), rel=1e-6)
+
+
+def test_mixup_draws_a_weight_in_0_1_and_a_permutation():
+  weight, partner = objectives.mixup(jax.random.key(0), 8, 0.2)
+  assert 0.0 <= float(weight) <= 1.0
+  assert sorted(np.asarray(partner).tolist()) == list(range(8))

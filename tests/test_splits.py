@@ -95,3 +95,41 @@ def test_no_speaker_left_for_validation_is_an_error_naming_the_field():
     splits.make_split(ex, 'speaker', test_speakers=('a',), num_val_speakers=2)
   with pytest.raises(ValueError, match='>= 0'):
     splits.make_split(ex, 'speaker', test_speakers=('a',), num_val_speakers=-1)
+
+
+def test_speaker_folds_leave_one_out_and_k_folds_cover_every_speaker_once():
+  speakers = [f'{i:02d}' for i in range(1, 11)] * 3
+  loso = splits.speaker_folds(speakers)
+  assert loso == [[f'{i:02d}'] for i in range(1, 11)]
+  five = splits.speaker_folds(speakers, 5)
+  assert five[0] == ['01', '06'] and five[1] == ['02', '07']  # round-robin: odd and even ids mix
+  assert sorted(s for fold in five for s in fold) == sorted(set(speakers))
+  with pytest.raises(ValueError, match='Cannot make 11 speaker folds from 10 speakers'):
+    splits.speaker_folds(speakers, 11)
+  with pytest.raises(ValueError, match='Cannot make 1 speaker folds'):
+    splits.speaker_folds(speakers, 1)
+
+
+def test_folds_split_is_three_way_and_speaker_disjoint():
+  ex = _examples()
+  seen_test = []
+  for fold in range(4):
+    split = splits.make_split(ex, 'folds', fold=fold, num_val_speakers=1, seed=0)
+    sides = {side: {ex[i]['speaker'] for i in split[side]} for side in ('train', 'validation', 'test')}
+    assert len(sides['test']) == 1 and len(sides['validation']) == 1 and len(sides['train']) == 2
+    assert not (sides['train'] & sides['test'] or sides['train'] & sides['validation']
+                or sides['validation'] & sides['test'])
+    assert split['test_units'] == sorted(sides['test']) and split['validation_units'] == sorted(sides['validation'])
+    assert sorted(split['train'] + split['validation'] + split['test']) == list(range(len(ex)))
+    seen_test += split['test_units']
+  assert sorted(seen_test) == ['a', 'b', 'c', 'd']  # every speaker is tested exactly once
+  two = splits.make_split(ex, 'folds', fold=1, num_folds=2)
+  assert two['test_units'] == ['b', 'd']
+
+
+def test_folds_errors_name_the_problem_before_training():
+  ex = _examples()
+  with pytest.raises(ValueError, match=r'Fold 4 out of range: there are 4 speaker folds \(0..3\)'):
+    splits.make_split(ex, 'folds', fold=4)
+  with pytest.raises(ValueError, match='Cannot take 3 validation speaker'):
+    splits.make_split(ex, 'folds', fold=0, num_val_speakers=3)

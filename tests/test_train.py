@@ -137,3 +137,24 @@ def test_contrastive_step_pulls_each_clip_s_audio_and_video_together(negatives, 
 def test_contrastive_step_rejects_an_unknown_negative_scheme():
   with pytest.raises(ValueError, match="expected 'all' or 'mined'"):
     train.make_contrastive_step(margin=1.0, normalize=True, center=True, hard_fraction=0.75, negatives='every')
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_and_constant_stays():
+  rate = train.learning_rate(_optim(schedule='cosine', warmup_epochs=2.0), total_steps=100, steps_per_epoch=10)
+  assert float(rate(0)) == 0.0 and float(rate(10)) == pytest.approx(5e-3)  # linear warmup over 20 steps
+  assert float(rate(20)) == pytest.approx(1e-2)
+  assert float(rate(60)) == pytest.approx(1e-2 * 0.5 * (1 + np.cos(np.pi * 40 / 80)), rel=1e-5)
+  assert float(rate(100)) == pytest.approx(0.0, abs=1e-9)
+  assert train.learning_rate(_optim(), 100, 10) == 1e-2
+  with pytest.raises(ValueError, match="Unknown optim.schedule 'step'"):
+    train.learning_rate(_optim(schedule='step'), 100, 10)
+
+
+def test_smoothing_and_mixup_steps_train_and_differ_from_the_plain_step():
+  plain_state, plain = train.make_train_step()(_state(), _batch(), jax.random.key(1))
+  smooth_state, smooth = train.make_train_step(label_smoothing=0.2)(_state(), _batch(), jax.random.key(1))
+  mixed_state, mixed = train.make_train_step(mixup_alpha=0.4)(_state(), _batch(), jax.random.key(1))
+  for m in (smooth, mixed):
+    assert bool(m['finite']) and float(m['loss_ce']) != pytest.approx(float(plain['loss_ce']))
+  again = train.make_train_step(mixup_alpha=0.4)(_state(), _batch(), jax.random.key(1))[1]
+  assert float(again['loss']) == float(mixed['loss'])  # the key fixes the mixing

@@ -17,6 +17,12 @@ from emojax import kernels
 from emojax.models.cnn import AudioConvStack, scaled
 
 CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.OptimizedLSTMCell}
+# How the recurrent outputs over time become one vector:
+#   last       the last state of each direction (the paper's h_n)
+#   mean       the mean over time of every output
+#   stats      mean and standard deviation over time (statistics pooling, as x-vectors), twice as wide
+#   attention  a learned softmax weighting of the time steps (one score per step from a Dense layer)
+POOLINGS = ('last', 'mean', 'stats', 'attention')
 
 
 class AudioRecurrent(nn.Module):
@@ -42,12 +48,15 @@ class AudioRecurrent(nn.Module):
   embed_dim: int = 64
   time_scan: bool = True
   rnn_unroll: int = 1  # time steps per scan iteration (a speed switch: same values)
+  pooling: str = 'last'  # one of POOLINGS
   dtype: Any = jnp.float32
   plan: kernels.Plan = kernels.Plan()
 
   def setup(self):
     if self.cell not in CELLS:
       raise ValueError(f'Unknown recurrent cell {self.cell!r}; expected one of {sorted(CELLS)}.')
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'Unknown pooling {self.pooling!r}; expected one of {list(POOLINGS)}.')
     hidden = scaled(self.rnn_hidden, self.width)
     cell = CELLS[self.cell]
     self.convs = AudioConvStack(width=self.width, batchnorm=self.batchnorm, dtype=self.dtype, plan=self.plan)
@@ -55,6 +64,8 @@ class AudioRecurrent(nn.Module):
                                     nn.RNN(cell(hidden, dtype=self.dtype), unroll=self.rnn_unroll))
                    for _ in range(self.rnn_layers)]
     self.between = nn.Dropout(self.rnn_dropout)
+    if self.pooling == 'attention':
+      self.score = nn.Dense(1, dtype=self.dtype)
     self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)
@@ -73,9 +84,21 @@ class AudioRecurrent(nn.Module):
       if i:  # dropout between recurrent layers, as PyTorch's nn.RNN(dropout=...)
         x = self.between(x, deterministic=not train)
       x = layer(x)
-    hidden = x.shape[-1] // 2
-    summary = jnp.concatenate([x[:, -1, :hidden], x[:, 0, hidden:]], axis=-1)
-    return self.fc(summary)
+    return self.fc(self.pool(x))
+
+  def pool(self, x: jax.Array) -> jax.Array:
+    """(B, T, 2H) recurrent outputs -> (B, F) as `pooling` says."""
+    if self.pooling == 'last':
+      hidden = x.shape[-1] // 2
+      return jnp.concatenate([x[:, -1, :hidden], x[:, 0, hidden:]], axis=-1)
+    if self.pooling == 'attention':
+      weights = jax.nn.softmax(self.score(x).astype(jnp.float32), axis=1).astype(x.dtype)
+      return jnp.sum(weights * x, axis=1)
+    mean = jnp.mean(x, axis=1)
+    if self.pooling == 'mean':
+      return mean
+    variance = jnp.mean(jnp.square(x.astype(jnp.float32) - mean[:, None].astype(jnp.float32)), axis=1)
+    return jnp.concatenate([mean, jnp.sqrt(variance + 1e-6).astype(x.dtype)], axis=-1)
 
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
     x = self.drop(nn.relu(self.embed(inputs, train=train)), deterministic=not train)

@@ -71,12 +71,16 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.data.video_frames = 12        # per clip (the paper: 20 per 3 s)
   c.data.video_size = (48, 64)    # (the paper: 60x100)
   c.data.video_crop = 'fixed'     # fixed (paper) | face (detector, fixed-crop fallback)
-  c.data.split = 'speaker'        # speaker | group | random (the paper's, optimistic)
+  c.data.split = 'speaker'        # speaker | group | folds (speaker cross-validation) | random (the paper's, optimistic)
   c.data.test_speakers = ()       # explicit held-out speakers; else num_test_speakers chosen by seed
   c.data.num_test_speakers = 2
   c.data.num_val_speakers = 1     # validation speakers taken from the training side (picks the best checkpoint)
-  c.data.fold = 0                 # for split=group: index of the held-out group
+  c.data.fold = 0                 # for split=group or folds: index of the held-out group or fold
+  c.data.num_folds = 0            # for split=folds: speaker folds (0: one per speaker, leave-one-speaker-out)
   c.data.test_fraction = 0.2      # for split=random
+  c.data.normalize = 'none'       # spectrogram standardisation: none | utterance (speaker-blind) | speaker
+                                  # (speaker-normalised: uses each speaker's unlabelled clips, test speakers'
+                                  # too); see emojax.loader.NORMALIZE
   c.data.balance_per_class = 0    # the paper's 1600: duplicate/undersample training classes to N (0: off)
   c.data.num_workers = 0          # Grain worker processes
   c.data.augment_copies = 0       # build-time copies with a faint tone sweep mixed in (training side only)
@@ -93,6 +97,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.model.rnn_hidden = 128
   c.model.rnn_layers = 2
   c.model.embed_dim = 64
+  c.model.pooling = 'last'        # cnn_rnn/cnn_lstm over time: last (the paper) | mean | stats | attention
   c.model.time_scan = True        # False: the authors' length-one "sequence" (faithful defect)
   c.model.rnn_unroll = 1          # time steps per lax.scan iteration (speed only)
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
@@ -105,12 +110,16 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.optim.weight_decay = 0.01
   c.optim.l1 = 0.0
   c.optim.max_grad_norm = 0.0     # 0: no clipping
+  c.optim.label_smoothing = 0.0
+  c.optim.schedule = 'constant'   # constant | cosine (linear warmup over warmup_epochs, cosine decay to 0)
+  c.optim.warmup_epochs = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64
   c.train.num_epochs = 10
   c.train.checkpoint_every_steps = 25
   c.train.log_every_steps = 10    # metrics stay on the device between host transfers (and at checkpoints)
+  c.train.mixup_alpha = 0.0       # > 0: mixup of inputs and targets, weight ~ Beta(alpha, alpha)
   c.train.early_stopping_patience = 0  # stop when validation has not improved for this many epochs (0: off)
 
   if 'smoke' in chosen:

@@ -1,0 +1,206 @@
+"""The baselines every cross-validation table shows beside the networks.
+
+Per utterance, one feature vector: openSMILE's eGeMAPS v02 functionals (88 values, from the
+`opensmile` package, which ships its extractor) or MFCC statistics (40 MFCCs and their deltas,
+mean and standard deviation over frames: 160 values). Then a classifier from scikit-learn:
+logistic regression or an RBF SVM. Chosen by name, as the networks are (`config.model.name`):
+mfcc_logreg, mfcc_svm, egemaps_logreg, egemaps_svm.
+
+The split is the networks' (`splits.make_split` with the run's data fields), over the same
+utterances (those in the class set whose audio decodes). The mode follows `data.normalize`:
+'speaker' standardises each feature per speaker over all of that speaker's clips (test speakers'
+too, labels unused: transductive); 'none' and 'utterance' are speaker-blind (per-utterance
+functionals are already per clip). Either way a scaler fitted on the training side follows.
+Regularisation: 'final' is C = 1, no choice made; 'best' is the C of C_GRID with the best
+validation accuracy (validation speakers, never test ones), trained on the training side only,
+as the networks' best checkpoint is.
+
+Features are cached per corpus and variant under data_dir as .npz (no pickle).
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Sequence
+
+import librosa
+import numpy as np
+from tqdm import tqdm
+
+from emojax import audio, corpora, files, metrics, splits
+from emojax.corpora import labels as label_sets
+from emojax.corpora.base import Utterance
+
+MODELS = {'mfcc_logreg': ('mfcc', 'logreg'), 'mfcc_svm': ('mfcc', 'svm'),
+          'egemaps_logreg': ('egemaps', 'logreg'), 'egemaps_svm': ('egemaps', 'svm')}
+C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+SAMPLE_RATE = 16000
+_WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip variants have no per-utterance vector
+
+
+def is_baseline(name: str) -> bool:
+  return name in MODELS
+
+
+def mfcc_statistics(wave: np.ndarray, sr: int, *, n_mfcc: int = 40) -> np.ndarray:
+  """Mean and std over frames of 40 MFCCs and their deltas (25 ms windows, 10 ms hop at 16 kHz): (160,)."""
+  wave = librosa.resample(np.asarray(wave, np.float32), orig_sr=sr, target_sr=SAMPLE_RATE) if sr != SAMPLE_RATE else wave
+  mfcc = librosa.feature.mfcc(y=wave, sr=SAMPLE_RATE, n_mfcc=n_mfcc, n_fft=400, hop_length=160)
+  frames = np.concatenate([mfcc, librosa.feature.delta(mfcc)])
+  return np.concatenate([frames.mean(axis=1), frames.std(axis=1)]).astype(np.float32)
+
+
+_SMILE = {}  # one extractor per process: building it parses its config files
+
+
+def egemaps_functionals(wave: np.ndarray, sr: int) -> np.ndarray:
+  """openSMILE eGeMAPS v02 functionals of the waveform: (88,)."""
+  import opensmile  # pylint: disable=import-outside-toplevel
+  if 'egemaps' not in _SMILE:
+    _SMILE['egemaps'] = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                        feature_level=opensmile.FeatureLevel.Functionals)
+  return _SMILE['egemaps'].process_signal(np.asarray(wave, np.float32), sr).to_numpy()[0].astype(np.float32)
+
+
+EXTRACTORS = {'mfcc': mfcc_statistics, 'egemaps': egemaps_functionals}
+
+
+def utterances(corpus, class_set: str, merge_exc: bool = False) -> tuple[list[Utterance], tuple[str, ...], list[int]]:
+  """The corpus's utterances in the class set, the class names and each utterance's class index."""
+  names = label_sets.class_names(class_set, [corpus.canonical[l] for l in corpus.labels], merge_exc=merge_exc)
+  kept, labels = [], []
+  for item in corpus.utterances():
+    if not isinstance(item, Utterance):
+      continue
+    label = label_sets.class_index(corpus.canonical.get(item.label), names, merge_exc=merge_exc)
+    if label is not None:
+      kept.append(item)
+      labels.append(label)
+  return kept, names, labels
+
+
+def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bool = False,
+                   cache: str | None = None) -> tuple[np.ndarray, list[bool], dict[str, str]]:
+  """(features of the usable utterances, usable flag per item, {id: why not} for the others).
+
+  Computed features are cached in `cache` (an .npz of ids and rows), extended as new utterances come.
+  """
+  if kind not in EXTRACTORS:
+    raise ValueError(f'Unknown baseline features {kind!r}; expected one of {sorted(EXTRACTORS)}.')
+  known: dict[str, np.ndarray] = {}
+  if cache and os.path.exists(cache):
+    with np.load(cache, allow_pickle=False) as stored:
+      known = dict(zip(stored['ids'].tolist(), stored['features']))
+  errors, rows, usable = {}, [], []
+  missing = [item for item in items if item.id not in known]
+  for item in tqdm(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
+    try:
+      wave, sr = corpus.load_audio(item)
+      if wave.size == 0 or not np.all(np.isfinite(wave)) or not np.any(wave):
+        raise ValueError('empty, silent or non-finite audio')
+      if denoise:
+        wave = audio.denoise(wave, sr)
+      vector = EXTRACTORS[kind](wave, sr)
+      if not np.all(np.isfinite(vector)):
+        raise ValueError(f'non-finite {kind} features')
+      known[item.id] = vector
+    except (ValueError, OSError, RuntimeError, EOFError, librosa.util.exceptions.ParameterError) as error:
+      errors[item.id] = f'{type(error).__name__}: {error}'
+  if cache and missing and len(known) > len(errors):
+    ids = sorted(known)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = cache + '.tmp.npz'
+    np.savez(tmp, ids=np.array(ids), features=np.stack([known[i] for i in ids]))
+    os.replace(tmp, cache)
+  for item in items:
+    usable.append(item.id in known)
+    if item.id in known:
+      rows.append(known[item.id])
+  if not rows:
+    raise ValueError(f'No utterance gave {kind} features; first errors: {dict(list(errors.items())[:3])}')
+  return np.stack(rows), usable, errors
+
+
+def standardise_per_speaker(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
+  """Each feature standardised over each speaker's own rows (a constant feature becomes 0)."""
+  out = np.empty_like(x, dtype=np.float64)
+  speakers = np.asarray(speakers)
+  for speaker in np.unique(speakers):
+    rows = speakers == speaker
+    mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
+    out[rows] = (x[rows] - mean) / np.where(std > 0, std, 1.0)
+  return out
+
+
+def classifier(kind: str, c: float, seed: int):
+  """A scikit-learn pipeline: standardisation fitted on the training rows, then the classifier."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+  from sklearn.svm import SVC  # pylint: disable=import-outside-toplevel
+  if kind == 'logreg':
+    model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
+  elif kind == 'svm':
+    model = SVC(C=c, kernel='rbf', gamma='scale', random_state=seed)
+  else:
+    raise ValueError(f"Unknown baseline classifier {kind!r}; expected 'logreg' or 'svm'.")
+  return make_pipeline(StandardScaler(), model)
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict[str, Any]:
+  return metrics.classification_metrics(metrics.confusion_matrix(y, model.predict(x), num_classes))
+
+
+def _describe(result: dict[str, Any], side: str = 'test') -> str:
+  return (f"{side} accuracy {result['accuracy']:.4f}, unweighted {result['unweighted_accuracy']:.4f} "
+          f"({result['count']} examples)")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Fits the baseline `config.model.name` on the run's split and writes summary.json and split.json."""
+  features_kind, classifier_kind = MODELS[config.model.name]
+  dc = config.data
+  if dc.variant not in _WHOLE_UTTERANCE:
+    raise ValueError(f'Baselines describe whole utterances: use data.variant ds1 or ds3 (denoised), '
+                     f'not {dc.variant!r}.')
+  if dc.normalize not in ('none', 'utterance', 'speaker'):
+    raise ValueError(f"Unknown data.normalize {dc.normalize!r}; expected 'none', 'utterance' or 'speaker'.")
+  corpus = corpora.get_corpus(config.corpus)
+  items, class_names, labels = utterances(corpus, dc.class_set, dc.merge_exc)
+  cache = os.path.join(dc.data_dir, corpora.corpus_key(config.corpus), f'baseline_{features_kind}_{dc.variant}.npz')
+  x, usable, errors = feature_matrix(corpus, items, features_kind, denoise=_WHOLE_UTTERANCE[dc.variant], cache=cache)
+  items = [item for item, ok in zip(items, usable) if ok]
+  y = np.array([label for label, ok in zip(labels, usable) if ok])
+  examples = [{'utterance': i.id, 'speaker': i.speaker, 'group': i.group, 'label': int(l), 'clip': 0, 'copy': 0}
+              for i, l in zip(items, y)]
+  split = splits.make_split(examples, dc.split, test_speakers=tuple(dc.test_speakers),
+                            num_test_speakers=dc.num_test_speakers, fold=dc.fold, num_folds=dc.num_folds,
+                            test_fraction=dc.test_fraction, num_val_speakers=dc.num_val_speakers, seed=config.seed)
+  print(splits.describe(split, examples, class_names))
+  os.makedirs(workdir, exist_ok=True)
+  splits.write(split, os.path.join(workdir, 'split.json'), examples)
+  if dc.normalize == 'speaker':
+    x = standardise_per_speaker(x, [e['speaker'] for e in examples])
+  train, validation, test = (np.asarray(split[side], np.int64) for side in ('train', 'validation', 'test'))
+  fitted = {}
+
+  def fit(c):
+    if c not in fitted:
+      fitted[c] = classifier(classifier_kind, c, config.seed).fit(x[train], y[train])
+    return fitted[c]
+
+  final = {'epoch': 0, **_evaluate(fit(1.0), x[test], y[test], len(class_names))}
+  summary = {'final': final, 'complete': True, 'objective': 'baseline', 'baseline': config.model.name,
+             'features': features_kind, 'classifier': classifier_kind, 'class_names': list(class_names),
+             'mode': 'speaker-normalised' if dc.normalize == 'speaker' else 'speaker-blind',
+             'description': f'C=1: {_describe(final)}', 'stopped_early': False,
+             'skipped': errors, 'counts': dict(collections.Counter(class_names[l] for l in y))}
+  if len(validation):
+    scores = {c: _evaluate(fit(c), x[validation], y[validation], len(class_names))['accuracy'] for c in C_GRID}
+    chosen = max(C_GRID, key=lambda c: (scores[c], -abs(np.log10(c))))  # ties: the C nearest 1
+    best_test = _evaluate(fit(chosen), x[test], y[test], len(class_names))
+    summary['best'] = {'epoch': 0, 'C': chosen, 'validation_by_C': {str(c): s for c, s in scores.items()},
+                       'validation': {'accuracy': scores[chosen]}, 'test': best_test,
+                       'description': f'at C={chosen} (best on validation): {_describe(best_test)}'}
+  files.write_json(os.path.join(workdir, 'summary.json'), summary)
+  return summary

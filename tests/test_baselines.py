@@ -1,0 +1,88 @@
+"""Baselines: features on real files, per-speaker standardisation, and a fit on the networks' own folds."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from emojax import baselines, loader
+from emojax.corpora.emodb import EmodbCorpus
+from experiments.configs import cnn_rnn
+
+DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data'))
+
+
+def _emodb_files(count):
+  files = sorted(glob.glob(os.path.join(DATA, 'emodb', 'wav', '*.wav')))
+  if not files:
+    pytest.skip(f'no real recordings at {DATA}/emodb/wav (shared/data absent)')
+  return files[:count]
+
+
+def test_mfcc_and_egemaps_features_of_real_recordings():
+  corpus = EmodbCorpus(os.path.dirname(os.path.dirname(_emodb_files(1)[0])))
+  items, names, labels = baselines.utterances(corpus, 'all')
+  assert len(names) == 7 and len(items) == len(labels) >= 400
+  wave, sr = corpus.load_audio(items[0])
+  mfcc = baselines.mfcc_statistics(wave, sr)
+  egemaps = baselines.egemaps_functionals(wave, sr)
+  assert mfcc.shape == (160,) and egemaps.shape == (88,)
+  assert np.all(np.isfinite(mfcc)) and np.all(np.isfinite(egemaps))
+  assert np.all(mfcc[80:] >= 0)  # the second half are standard deviations
+  other = baselines.egemaps_functionals(*corpus.load_audio(items[1]))
+  assert not np.allclose(egemaps, other)
+  np.testing.assert_array_equal(egemaps, baselines.egemaps_functionals(wave, sr))  # deterministic
+
+
+def test_per_speaker_standardisation():
+  rng = np.random.default_rng(0)
+  x = np.concatenate([rng.normal(5, 2, (6, 3)), rng.normal(-1, 0.5, (4, 3))])
+  x[:, 2] = 7.0  # a constant feature stays finite (0)
+  speakers = ['a'] * 6 + ['b'] * 4
+  z = baselines.standardise_per_speaker(x, speakers)
+  for rows in (slice(0, 6), slice(6, 10)):
+    np.testing.assert_allclose(z[rows, :2].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(z[rows, :2].std(axis=0), 1, atol=1e-12)
+  np.testing.assert_array_equal(z[:, 2], 0.0)
+
+
+def _config(tmp_path, **data):
+  c = cnn_rnn.get_config('smoke')
+  c.data.data_dir = str(tmp_path / 'arrays')
+  c.data.variant = 'ds1'
+  c.data.split = 'folds'
+  c.data.fold = 2
+  for key, value in data.items():
+    c.data[key] = value
+  return c
+
+
+@pytest.mark.parametrize('name, normalize', [('mfcc_logreg', 'none'), ('egemaps_svm', 'speaker')])
+def test_baseline_fits_on_the_networks_split_and_writes_a_summary(tmp_path, name, normalize):
+  config = _config(tmp_path, normalize=normalize)
+  config.model.name = name
+  summary = baselines.train_and_evaluate(config, str(tmp_path / 'baseline'))
+  on_disk = json.load(open(tmp_path / 'baseline' / 'summary.json'))
+  assert on_disk['final']['accuracy'] == summary['final']['accuracy']
+  assert summary['complete'] and summary['mode'] == ('speaker-normalised' if normalize == 'speaker' else 'speaker-blind')
+  assert 0.0 <= summary['final']['accuracy'] <= 1.0 and len(summary['final']['per_class_recall']) == 4
+  assert summary['best']['C'] in baselines.C_GRID and set(summary['best']['validation_by_C']) == {
+      str(c) for c in baselines.C_GRID}
+  cached = glob.glob(str(tmp_path / 'arrays' / '*' / f'baseline_{name.split("_")[0]}_ds1.npz'))
+  assert len(cached) == 1
+  # The same speakers on each side as the network's split of the same config.
+  network = _config(tmp_path)
+  os.makedirs(tmp_path / 'network')
+  loader.load_data(network, str(tmp_path / 'network'))
+  ours, theirs = (json.load(open(tmp_path / d / 'split.json')) for d in ('baseline', 'network'))
+  for key in ('test_units', 'validation_units', 'test_utterances', 'validation_utterances', 'train_utterances'):
+    assert ours[key] == theirs[key], key
+
+
+def test_baselines_refuse_clip_variants_before_any_work(tmp_path):
+  config = _config(tmp_path, variant='ds2')
+  config.model.name = 'mfcc_svm'
+  with pytest.raises(ValueError, match='Baselines describe whole utterances'):
+    baselines.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'arrays')
