@@ -233,7 +233,10 @@ def load(config_ref: str, config_path: str, *, base: ml_collections.ConfigDict |
   if base is None:
     base = module.get_config(arg)
   wants_config = len(inspect.signature(module.get_sweep).parameters) > 1
-  points = as_points(module.get_sweep(arg, base) if wants_config else module.get_sweep(arg))
+  try:
+    points = as_points(module.get_sweep(arg, base) if wants_config else module.get_sweep(arg))
+  except ValueError as e:  # e.g. a corpus root missing, too few speakers for the folds
+    raise SweepError(f'{config_path}: {e}') from None
   replicates = tuple(getattr(module, 'REPLICATES', REPLICATES))
   sweep = Sweep(name=os.path.splitext(os.path.basename(config_path))[0], config_ref=config_ref, base=base,
                 points=points, configs=[], workdir=workdir or default_workdir(config_path, arg),

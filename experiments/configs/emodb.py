@@ -4,7 +4,7 @@ r"""Audio models on real speech (Emo-DB or RAVDESS), speaker-independent (whole 
   python -m experiments.run --config=configs/emodb.py:cnn --config.corpus.root=/path/to/emodb  # the CNN instead
   python -m experiments.run --config=configs/emodb.py:ravdess --config.corpus.root=/path/to/ravdess
 
-Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs).
+Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs, batch 8).
 The corpus folder is downloaded by hand (docs/corpora.md) and named with --config.corpus.root.
 The Emo-DB copy these settings were made for is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
 image per file; RAVDESS clips last 3-5 s and use ds1 too. Held out: one male and one
@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.data.test_speakers = ('Actor_01', 'Actor_02', 'Actor_03', 'Actor_04') if corpus == 'ravdess' else ('03', '08')
   c.model.width = 1.0
   c.optim.learning_rate = 3e-4    # a few hundred steps, not the paper's tens of thousands
-  c.train.batch_size = 32
+  c.train.batch_size = 8 if 'smoke' in chosen else 32
   c.train.num_epochs = 2 if 'smoke' in chosen else 40
   c.train.checkpoint_every_steps = 100
   return c

@@ -3,7 +3,7 @@ folds, in both modes, mean +/- std over folds.
 
   python -m experiments.sweep --config=configs/sweeps/crossval.py:emodb --config.corpus.root=/path/to/emodb
   python -m experiments.sweep --config=configs/sweeps/crossval.py:ravdess --config.corpus.root=/path/to/ravdess
-  python -m experiments.sweep --config=configs/sweeps/crossval.py:emodb,smoke --config.corpus.root=...  # 2 folds, 1 epoch
+  python -m experiments.sweep --config=configs/sweeps/crossval.py:emodb,smoke --config.corpus.root=...  # 2 folds, 1 epoch, one baseline
 
 Folds: Emo-DB leave-one-speaker-out; RAVDESS 5 actor-disjoint folds (actors dealt round-robin, so
 each fold mixes odd/male and even/female actors; --config.data.num_folds=k for k). A fold is one
@@ -60,7 +60,8 @@ def get_sweep(arg, config):
            if not chosen & {'blind', 'normalised'} or name.split('-')[1].startswith(
                'blind' if 'blind' in chosen else 'normalised')}
   folds = sweeps.folds(2 if 'smoke' in chosen else num_folds(config))
-  models = {'recipe': {}, **{name: {'model.name': name} for name in BASELINES}}
+  baselines = ('mfcc_logreg',) if 'smoke' in chosen else BASELINES
+  models = {'recipe': {}, **{name: {'model.name': name} for name in baselines}}
   points = sweeps.product(sweeps.options('model', models), sweeps.options('mode', modes), folds)
   if 'nopaper' not in chosen and 'speaker-blind' in modes:
     points += sweeps.product(sweeps.options('model', paper=PAPER), sweeps.options('mode', {'speaker-blind': {}}),
