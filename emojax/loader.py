@@ -202,6 +202,8 @@ class Data:
   train: Split
   test: Split
   validation: Split | None = None
+  test_utterances: tuple[str, ...] = ()  # of each test example, in order (predictions name them)
+  test_labels: tuple[int, ...] = ()
 
 
 def load_data(config, workdir: str | None = None) -> Data:
@@ -235,4 +237,6 @@ def load_data(config, workdir: str | None = None) -> Data:
             'speaker_stats': speaker_statistics(built.source, built.examples) if dc.normalize == 'speaker' else None}
   validation = Split(built.source, split['validation'], **common) if split['validation'] else None
   return Data(class_names=built.class_names, train=Split(built.source, train_indices, augment=augment, **common),
-              test=Split(built.source, split['test'], **common), validation=validation)
+              test=Split(built.source, split['test'], **common), validation=validation,
+              test_utterances=tuple(built.examples[i]['utterance'] for i in split['test']),
+              test_labels=tuple(built.examples[i]['label'] for i in split['test']))

@@ -31,9 +31,14 @@ _LABELS = {'accuracy': 'test acc', 'unweighted_accuracy': 'test UA', 'recall_at_
 _POINT_FILES = ('summary.json', 'config.json', sweeps.POINT_FILE, sweeps.ERROR_FILE, sweeps.LOG_FILE)
 
 
+_KINDS = {'final': 'final', 'best': 'best by val.', 'ensemble_final': 'seed ensemble, final',
+          'ensemble_best': 'seed ensemble, best by val.'}
+PREDICTIONS_FILE = 'predictions.json'  # emojax.train.PREDICTIONS_FILE (not imported: reports need no JAX)
+
+
 def column_label(column: str) -> str:
   kind, metric = column.split('.', 1)
-  return f"{_LABELS.get(metric, metric)} ({'final' if kind == 'final' else 'best by val.'})"
+  return f"{_LABELS.get(metric, metric)} ({_KINDS[kind]})"
 
 
 def axes_from_name(name: str) -> list[list[str]]:
@@ -77,6 +82,9 @@ def read_point(point_dir: str, *, name: str | None = None, axes: Sequence[Sequen
     entry['epoch'] = summary['final'].get('epoch')
     entry['final'] = _metrics(summary['final'])
     entry['best'] = _metrics(summary.get('best'))
+    predictions = sweeps.read_json(os.path.join(point_dir, PREDICTIONS_FILE))
+    if isinstance(predictions, dict) and predictions.get('utterances'):
+      entry['_predictions'] = predictions  # left out of report.json
     classes = summary.get('class_names') or []
     entry['recall'] = {'final': _recalls(summary['final'], classes), 'best': _recalls(summary.get('best'), classes)}
     entry['status'] = 'finished' if sweeps.complete(summary, num_epochs) else 'incomplete'
@@ -124,8 +132,41 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(array.mean()), float(array.std(ddof=0))
 
 
+def ensemble(members: Sequence[dict[str, Any]], kind: str) -> dict[str, float] | None:
+  """Accuracy and unweighted accuracy of the members' class probabilities averaged per utterance
+  (`kind` 'final' or 'best'); None unless every member has them for one common set of test utterances."""
+  tables = [m.get('_predictions') for m in members]
+  if len(tables) < 2 or any(t is None or t.get(kind) is None for t in tables):
+    return None
+  utterances = tables[0]['utterances']
+  if any(t['utterances'] != utterances or t['labels'] != tables[0]['labels'] for t in tables):
+    return None  # different test sides (e.g. seed-chosen test speakers): nothing to average
+  mean = np.mean([np.asarray(t[kind], np.float64) for t in tables], axis=0)
+  from emojax import metrics  # pylint: disable=import-outside-toplevel
+  result = metrics.classification_metrics(
+      metrics.confusion_matrix(np.asarray(tables[0]['labels']), mean.argmax(-1), mean.shape[-1]))
+  return {k: result[k] for k in ('accuracy', 'unweighted_accuracy')}
+
+
+def _ensembles(done: Sequence[dict[str, Any]], replicates: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+  """Per kind, the seed ensemble of each group of points that differ only in their seed (a fold)."""
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for e in done:
+    groups.setdefault(tuple((n, l) for n, l in e['axes'] if n in replicates and n != 'seed'), []).append(e)
+  out = {}
+  for kind in ('final', 'best'):
+    results = [ensemble(members, kind) for members in groups.values()]
+    if results and all(r is not None for r in results):
+      out[f'ensemble_{kind}'] = results
+  return out
+
+
 def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = sweeps.REPLICATES) -> dict[str, Any]:
-  """Rows (axes other than the replicates, in order of first appearance) with mean/std/n per column."""
+  """Rows (axes other than the replicates, in order of first appearance) with mean/std/n per column.
+
+  Rows whose points include several seeds of each fold (or of the one split) also get the seed
+  ensemble: the seeds' test probabilities averaged per utterance, scored, then mean/std over folds.
+  """
   finished = [e for e in entries if e['status'] == 'finished']
   columns = [f'{kind}.{m}' for kind in ('final', 'best') for m in METRICS if any(m in e[kind] for e in finished)]
   groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -149,12 +190,20 @@ def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = swe
         values = [e['recall'][kind][c] for e in done if c in e['recall'][kind]]
         mean, std = mean_std(values)
         recall[kind][c] = {'mean': mean, 'std': std, 'n': len(values)}
+    for kind, results in _ensembles(done, replicates).items():
+      for metric in ('accuracy', 'unweighted_accuracy'):
+        values = [r[metric] for r in results]
+        mean, std = mean_std(values)
+        stats[f'{kind}.{metric}'] = {'mean': mean, 'std': std, 'n': len(values), 'values': values}
     walls = [e['wall_s'] for e in done if e['wall_s'] is not None]
     rows.append({'row': [list(k) for k in key], 'n': len(done), 'points': len(members), 'stats': stats,
                  'per_class_recall': recall,
                  'replicates': [[[n, l] for n, l in e['axes'] if n in replicates] for e in done],
                  'wall_s_mean': float(np.mean(walls)) if walls else None,
                  'wall_s_total': float(np.sum(walls)) if walls else None})
+  ensembled = {c for r in rows for c in r['stats'] if c.startswith('ensemble_')}
+  columns += [c for c in (f'ensemble_{k}.{m}' for k in ('final', 'best') for m in ('accuracy', 'unweighted_accuracy'))
+              if c in ensembled]
   counts = {s: sum(e['status'] == s for e in entries) for s in ('finished', 'failed', 'incomplete', 'pending')}
   return {'columns': columns, 'rows': rows, 'counts': counts,
           'std': 'population standard deviation (ddof=0) over the finished points of a row'}
@@ -194,7 +243,7 @@ def markdown(title: str, table: dict[str, Any], entries: Sequence[dict[str, Any]
     labels = dict((n, l) for n, l in r['row'])
     cells = [_md(labels.get(a, '')) for a in axis_names]
     cells += [f"{r['n']}" + (f"/{r['points']}" if r['points'] != r['n'] else '')]
-    cells += [_cell(r['stats'][c], r['n']) for c in columns]
+    cells += [_cell(r['stats'].get(c, {'n': 0}), r['n']) for c in columns]
     cells += [_wall(r['wall_s_mean']), _wall(r['wall_s_total'])]
     out.append('| ' + ' | '.join(cells) + ' |')
   if plot:
@@ -208,6 +257,7 @@ def markdown(title: str, table: dict[str, Any], entries: Sequence[dict[str, Any]
       recall = r['per_class_recall']['final']
       out.append('| ' + ' | '.join([*(_md(labels.get(a, '')) for a in axis_names), str(r['n']),
                                     *(_cell(recall[c], r['n']) if c in recall else '-' for c in classes)]) + ' |')
+  columns = [c for c in columns if not c.startswith('ensemble_')]  # a point has no ensemble of its own
   out += ['', '## Points', '', '| # | point | status | epochs | ' + ' | '.join(column_label(c) for c in columns)
           + ' | wall | command |', '|---:|---|---|---:|' + '---:|' * len(columns) + '---:|---|']
   for i, e in enumerate(entries, 1):
@@ -240,8 +290,8 @@ def plot(table: dict[str, Any], path: str, title: str = '') -> str | None:
   fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) * max(1, len(columns) / 2) + 2), 4.8))
   x = np.arange(len(rows))
   for i, column in enumerate(columns):
-    means = [r['stats'][column]['mean'] for r in rows]
-    stds = [r['stats'][column]['std'] for r in rows]
+    means = [r['stats'].get(column, {}).get('mean', math.nan) for r in rows]
+    stds = [r['stats'].get(column, {}).get('std', math.nan) for r in rows]
     ax.bar(x + (i - (len(columns) - 1) / 2) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(stds),
            capsize=3, label=column_label(column))
   labels = ['\n'.join(f'{l}' if n in ('model.name', 'point') else f'{n.rsplit(".", 1)[-1]}={l}' for n, l in r['row'])
@@ -278,7 +328,8 @@ def write(sweep_dir: str, sweep: sweeps.Sweep | None = None, *, title: str | Non
                      rerun=sweep.rerun_command() if sweep else None,
                      plot='report.png' if png else None))
   report = {'title': title, 'sweep_dir': sweep_dir, 'config': sweep.config_ref if sweep else None,
-            'regenerate': regenerate, 'replicates': list(replicates), **table, 'points': entries,
+            'regenerate': regenerate, 'replicates': list(replicates), **table,
+            'points': [{k: v for k, v in e.items() if not k.startswith('_')} for e in entries],
             'failed': [{'name': e['name'], 'error': e['error'], 'dir': e['dir']} for e in entries
                        if e['status'] == 'failed']}
   files.write_json(paths['json'], _finite(json.loads(json.dumps(report, default=str))))

@@ -22,7 +22,7 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from emojax import checkpoints, metrics, objectives
+from emojax import checkpoints, files, metrics, objectives
 
 if TYPE_CHECKING:
   from emojax import loader
@@ -210,9 +210,9 @@ def make_contrastive_step(*, margin: float, normalize: bool, center: bool, hard_
 
 @jax.jit
 def eval_step(state: TrainState, batch: dict[str, Any]) -> jax.Array:
-  """Predicted class per example (eval mode: no dropout, running batch statistics)."""
+  """Class probabilities per example (eval mode: no dropout, running batch statistics)."""
   logits = state.apply_fn(_variables(state, state.params), model_inputs(batch), train=False)
-  return jnp.argmax(logits, -1)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
 def _eval_batches(data: loader.Split, batch_size: int, mesh: jax.sharding.Mesh):
@@ -228,13 +228,15 @@ def _gather(x: jax.Array) -> np.ndarray:
 
 def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes: int,
              mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Accuracy, unweighted accuracy and confusion matrix over a whole split."""
+  """Accuracy, unweighted accuracy and confusion matrix over a whole split, and under 'probabilities'
+  each example's class probabilities (N, K), in the split's order."""
   confusion = np.zeros((num_classes, num_classes), np.int64)
+  probabilities = []
   for batch in _eval_batches(data, batch_size, mesh):
     valid = _gather(batch['valid'])
-    predictions = _gather(eval_step(state, batch))
-    confusion += metrics.confusion_matrix(_gather(batch['label'])[valid], predictions[valid], num_classes)
-  return metrics.classification_metrics(confusion)
+    probabilities.append(_gather(eval_step(state, batch))[valid])
+    confusion += metrics.confusion_matrix(_gather(batch['label'])[valid], probabilities[-1].argmax(-1), num_classes)
+  return {**metrics.classification_metrics(confusion), 'probabilities': np.concatenate(probabilities)}
 
 
 @jax.jit
@@ -373,21 +375,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     flush()
     epoch, position = epoch + 1, 0
     result = evaluate_fn(state, data.test)
+    final_probabilities = result.pop('probabilities', None)
     running = {f'train_{k}': float(np.mean([r[k] for r in epoch_train]))
                for k in ('accuracy', 'loss') if epoch_train and k in epoch_train[0]}
     epoch_train = []
     final = {'split': 'eval', 'step': step, 'epoch': epoch, **running, **result}
     validation = evaluate_fn(state, data.validation) if data.validation else None
     if validation:
+      validation.pop('probabilities', None)
+    if validation:
       final['validation'] = validation
     log.write(final)
     print(f'epoch {epoch}: {_describe(result)}' + (f'; {_describe(validation, "validation")}' if validation else ''))
     ckpts.save_latest(step, state, {'epoch': epoch, 'position': 0})
     if validation:  # the best checkpoint is chosen on the validation speakers, never on the test ones
-      ckpts.save_best(step, state, {'epoch': epoch, 'position': 0, 'test': _scalars(result)}, _scalars(validation))
+      ckpts.save_best(step, state, {'epoch': epoch, 'position': 0, 'test': _scalars(result),
+                                    **_probabilities_meta(final_probabilities)}, _scalars(validation))
 
   if final is None:  # nothing left to train: the run was already complete
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
+  elif main_process and final_probabilities is not None:
+    best_probabilities = ckpts.best_meta().get('test_probabilities') if ckpts.has_best() else None
+    write_predictions(os.path.join(workdir, PREDICTIONS_FILE), data, final_probabilities, best_probabilities)
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
@@ -401,6 +410,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=1)
   return summary
+
+
+PREDICTIONS_FILE = 'predictions.json'
+
+
+def _probabilities_meta(probabilities: np.ndarray | None) -> dict[str, Any]:
+  """What a best checkpoint records of its test predictions (seed ensembles average them)."""
+  return {} if probabilities is None else {'test_probabilities': np.round(probabilities, 6).tolist()}
+
+
+def write_predictions(path: str, data: loader.Data, final: np.ndarray, best: list | None) -> None:
+  """The test split's utterances, labels and class probabilities at the final epoch and at the best
+  validation epoch: seed ensembles (emojax.reports) average them per utterance."""
+  files.write_json(path, {'class_names': list(data.class_names), 'utterances': list(data.test_utterances),
+                          'labels': [int(l) for l in data.test_labels],
+                          'final': np.round(final, 6).tolist(), 'best': best})
 
 
 def _scalars(result: dict[str, Any]) -> dict[str, float]:

@@ -59,6 +59,13 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   assert summary['best']['epoch'] == best['epoch']
   assert summary['best']['test']['accuracy'] == best['accuracy']
   assert summary['best']['validation']['accuracy'] == best['validation']['accuracy']
+  # predictions.json: the test utterances' probabilities, which score as the summary says.
+  predictions = json.loads((workdir / 'predictions.json').read_text())
+  assert sorted(predictions['utterances']) == sorted(split['test_utterances'])
+  for kind, expected in (('final', summary['final']['accuracy']), ('best', summary['best']['test']['accuracy'])):
+    probabilities = np.array(predictions[kind])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert np.mean(probabilities.argmax(1) == np.array(predictions['labels'])) == pytest.approx(expected)
 
   # Eval-only restores the best checkpoint and reproduces the metrics recorded with it exactly.
   evaluated = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',

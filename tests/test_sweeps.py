@@ -562,3 +562,31 @@ def test_tiny_cross_validation_end_to_end_and_rerun_gives_the_same_table(tmp_pat
   again = sweep()
   assert again.returncode == 0 and again.stdout.count('] skipped ') == 4
   assert json.load(open(workdir / 'report.json'))['rows'] == report['rows']
+
+
+def test_seed_ensemble_averages_probabilities_per_fold_hand_computed(tmp_path):
+  root = tmp_path / 'sweep'
+  labels = [0, 1, 1]
+  # fold 0: seed 0 gets utterances a, b right; seed 1 gets b, c right; the average gets all three.
+  folds = {0: ([[.6, .4], [.3, .7], [.6, .4]], [[.45, .55], [.4, .6], [.2, .8]]),
+           1: ([[.9, .1], [.9, .1], [.9, .1]], [[.8, .2], [.7, .3], [.05, .95]])}  # average: a right, b wrong, c right
+  for fold, (first, second) in folds.items():
+    for seed, probabilities in enumerate((first, second)):
+      name = f'model.name=cnn,data.fold={fold},seed={seed}'
+      _point(root, name, 0.5, 0.5, wall=1)
+      (root / name / 'predictions.json').write_text(json.dumps(
+          {'class_names': ['x', 'y'], 'utterances': ['a', 'b', 'c'], 'labels': labels, 'final': probabilities,
+           'best': probabilities}))
+  _point(root, 'model.name=rnn,data.fold=0,seed=0', 0.5, 0.5)  # one seed: no ensemble for this row
+  table = reports.aggregate(reports.gather(str(root)))
+  assert table['columns'][-4:] == ['ensemble_final.accuracy', 'ensemble_final.unweighted_accuracy',
+                                   'ensemble_best.accuracy', 'ensemble_best.unweighted_accuracy']
+  cnn, rnn = table['rows']
+  assert cnn['stats']['ensemble_final.accuracy']['values'] == [pytest.approx(1.0), pytest.approx(2 / 3)]
+  assert cnn['stats']['ensemble_final.unweighted_accuracy']['values'] == [pytest.approx(1.0), pytest.approx(0.75)]
+  assert cnn['stats']['ensemble_final.accuracy']['n'] == 2  # folds, not points
+  assert 'ensemble_final.accuracy' not in rnn['stats']
+  markdown = reports.markdown('t', table, reports.gather(str(root)))
+  assert 'test acc (seed ensemble, final)' in markdown and '0.833 ± 0.167 (n=2)' in markdown
+  paths = reports.write(str(root))
+  assert 'predictions' not in json.dumps(json.load(open(paths['json']))['points'])
