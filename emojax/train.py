@@ -389,7 +389,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     print(f'epoch {epoch}: {_describe(result)}' + (f'; {_describe(validation, "validation")}' if validation else ''))
     ckpts.save_latest(step, state, {'epoch': epoch, 'position': 0})
     if validation:  # the best checkpoint is chosen on the validation speakers, never on the test ones
-      ckpts.save_best(step, state, {'epoch': epoch, 'position': 0, 'test': _scalars(result),
+      test = {**_scalars(result), **{k: result[k] for k in ('per_class_recall',) if k in result}}
+      ckpts.save_best(step, state, {'epoch': epoch, 'position': 0, 'test': test,
                                     **_probabilities_meta(final_probabilities)}, _scalars(validation))
 
   if final is None:  # nothing left to train: the run was already complete

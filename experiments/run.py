@@ -3,10 +3,12 @@ r"""Trains and evaluates one model on one corpus; the main entry point.
   python -m experiments.run --config=configs/fusion.py
   python -m experiments.run --config=configs/cnn_rnn.py:smoke --config.train.num_epochs=3
   python -m experiments.run --config=configs/fusion.py --config.eval_only=True
+  python -m experiments.run --config=configs/emodb.py --config.corpus.root=... --config.model.name=egemaps_svm
 
 `configs/x.py` is looked up in experiments/configs/ when it is not a path
 from the current directory. Rerunning a command whose workdir holds a
-checkpoint resumes it.
+checkpoint resumes it. The baselines (emojax.baselines: eGeMAPS or MFCC statistics with
+logistic regression or an RBF SVM) are models by name too; they fit in seconds, with no epochs.
 """
 import json
 import os

@@ -5,6 +5,8 @@ experiments.run command), and get_sweep(arg), the points (see emojax/sweeps.py):
   table3    the paper's Table 3 grid: 4 architectures x augmentation off/on x 4/3 classes x 3 seeds
   datasets  the paper's dataset variants DS I-IV (full/3-s clips, raw/denoised) for cnn_rnn
   faithful  the paper's recipe against emojax's corrections, one at a time
+  crossval  every speaker of a real corpus in turn: the networks and the baselines, both modes
+  recipe    what each ingredient of the real-speech recipe is worth, cross-validated
 """
 
 from experiments.configs import common, emodb
