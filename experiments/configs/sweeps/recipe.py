@@ -22,9 +22,6 @@ INGREDIENTS = {
     'stats': {'model.pooling': 'stats'},
 }
 
-OFF = {'data.augment.freq_masks': 0, 'data.augment.time_masks': 0, 'data.augment.mask_width': 8,
-       'train.mixup_alpha': 0.0, 'optim.label_smoothing': 0.0, 'optim.schedule': 'constant',
-       'optim.warmup_epochs': 0.0, 'model.pooling': 'last'}
 
 
 def get_config(arg=None):
@@ -32,7 +29,7 @@ def get_config(arg=None):
   c = crossval.get_config(','.join(sorted(chosen & {'emodb', 'ravdess', 'smoke'})))
   c.workdir = common.workdir('sweeps/recipe', chosen)
   c.data.normalize = 'utterance' if 'blind' in chosen else 'speaker'
-  return sweeps.apply_overrides(c, OFF)  # every ingredient off, whatever configs/emodb.py's defaults
+  return sweeps.apply_overrides(c, crossval.INGREDIENTS_OFF)  # every ingredient off, whatever configs/emodb.py's defaults
 
 
 def get_sweep(arg, config):
