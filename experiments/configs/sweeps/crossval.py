@@ -12,7 +12,8 @@ side, chosen by the seed, is the validation speaker: it picks the network's best
 stops training early) and the baselines' C; the held-out fold chooses nothing.
 
 Rows: model x mode, all classes of the corpus (7 on Emo-DB, 8 on RAVDESS).
-  model  recipe (emojax's real-speech recipe, configs/emodb.py), four baselines (emojax.baselines),
+  model  recipe (emojax's real-speech recipe, configs/emodb.py; 3 seeds per fold, and their
+         ensemble), four baselines (emojax.baselines),
          paper (the paper's front end and network: faithful RGB spectrograms, length-one RNN,
          speaker-blind only, run last: the slowest by far)
   mode   speaker-blind (spectrograms standardised per utterance) or speaker-normalised (per speaker
@@ -28,6 +29,7 @@ from experiments.configs import sweeps as sweep_files
 PRESETS = ('emodb', 'ravdess', 'smoke', 'blind', 'normalised', 'nopaper')
 MODES = {'speaker-blind': {'data.normalize': 'utterance'}, 'speaker-normalised': {'data.normalize': 'speaker'}}
 BASELINES = ('egemaps_logreg', 'egemaps_svm', 'mfcc_logreg', 'mfcc_svm')
+SEEDS = 3  # of the network per fold: the report gives their mean and their ensemble (probabilities averaged)
 # The recipe's ingredients (configs/emodb.py sets the chosen ones), all off.
 INGREDIENTS_OFF = {'data.augment.freq_masks': 0, 'data.augment.time_masks': 0, 'data.augment.mask_width': 8,
                    'train.mixup_alpha': 0.0, 'optim.label_smoothing': 0.0, 'optim.schedule': 'constant',
@@ -64,9 +66,12 @@ def get_sweep(arg, config):
            if not chosen & {'blind', 'normalised'} or name.split('-')[1].startswith(
                'blind' if 'blind' in chosen else 'normalised')}
   folds = sweeps.folds(2 if 'smoke' in chosen else num_folds(config))
-  baselines = ('mfcc_logreg',) if 'smoke' in chosen else BASELINES
-  models = {'recipe': {}, **{name: {'model.name': name} for name in baselines}}
-  points = sweeps.product(sweeps.options('model', models), sweeps.options('mode', modes), folds)
+  mode = sweeps.options('mode', modes)
+  # The network: every fold of seed 0 first, then of seed 1, ... (an interrupted sweep has whole passes).
+  points = [p for seed in range(1 if 'smoke' in chosen else SEEDS)
+            for p in sweeps.product(sweeps.options('model', recipe={}), mode, folds, sweeps.seeds([seed]))]
+  baselines = ('mfcc_logreg',) if 'smoke' in chosen else BASELINES  # deterministic: one seed
+  points += sweeps.product(sweeps.options('model', {name: {'model.name': name} for name in baselines}), mode, folds)
   if 'nopaper' not in chosen and 'speaker-blind' in modes:
     points += sweeps.product(sweeps.options('model', paper=PAPER), sweeps.options('mode', {'speaker-blind': {}}),
                              folds)
