@@ -8,7 +8,9 @@ Rows are the swept axes other than the replicates (seed, data.fold); each metric
 mean and the POPULATION standard deviation (numpy's std, ddof=0) over the row's finished
 points, with n. Columns: test accuracy and unweighted accuracy at the final epoch and, where
 summary.json has a `best` entry (`summary['best']['test']`: the test split at the epoch chosen
-on validation speakers), at that checkpoint; retrieval metrics for contrastive runs.
+on validation speakers), at that checkpoint; the validation speakers' accuracy at the final epoch
+(what a recipe may be chosen on: the test speakers choose nothing); the seed ensemble where a row
+has several seeds per fold; retrieval metrics for contrastive runs.
 
 Every directory under the sweep dir counts, so runs written there by other machines (the
 commands of `experiments.sweep --list`) are included: points of the sweep's definition by name,
@@ -31,13 +33,16 @@ _LABELS = {'accuracy': 'test acc', 'unweighted_accuracy': 'test UA', 'recall_at_
 _POINT_FILES = ('summary.json', 'config.json', sweeps.POINT_FILE, sweeps.ERROR_FILE, sweeps.LOG_FILE)
 
 
-_KINDS = {'final': 'final', 'best': 'best by val.', 'ensemble_final': 'seed ensemble, final',
+_KINDS = {'final': 'final', 'best': 'best by val.', 'validation': 'validation speakers, final',
+          'ensemble_final': 'seed ensemble, final',
           'ensemble_best': 'seed ensemble, best by val.'}
 PREDICTIONS_FILE = 'predictions.json'  # emojax.train.PREDICTIONS_FILE (not imported: reports need no JAX)
 
 
 def column_label(column: str) -> str:
   kind, metric = column.split('.', 1)
+  if kind == 'validation':
+    return 'val. acc (final)'
   return f"{_LABELS.get(metric, metric)} ({_KINDS[kind]})"
 
 
@@ -76,12 +81,15 @@ def read_point(point_dir: str, *, name: str | None = None, axes: Sequence[Sequen
   summary = sweeps.read_json(os.path.join(point_dir, 'summary.json'))
   axes = axes or record.get('axes') or axes_from_name(name)
   entry = {'name': name, 'dir': point_dir, 'axes': [list(a) for a in axes],
-           'command': command or record.get('command'), 'epoch': None, 'final': {}, 'best': {}, 'wall_s': None,
+           'command': command or record.get('command'), 'epoch': None, 'final': {}, 'best': {}, 'validation': {},
+           'wall_s': None,
            'wall_estimated': False, 'error': None, 'recall': {'final': {}, 'best': {}}}
   if isinstance(summary, dict) and 'final' in summary:
     entry['epoch'] = summary['final'].get('epoch')
     entry['final'] = _metrics(summary['final'])
     entry['best'] = _metrics(summary.get('best'))
+    validation = summary['final'].get('validation')  # the validation speakers at the final epoch
+    entry['validation'] = {k: v for k, v in _metrics(validation).items() if k == 'accuracy'}
     predictions = sweeps.read_json(os.path.join(point_dir, PREDICTIONS_FILE))
     if isinstance(predictions, dict) and predictions.get('utterances'):
       entry['_predictions'] = predictions  # left out of report.json
@@ -168,7 +176,8 @@ def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = swe
   ensemble: the seeds' test probabilities averaged per utterance, scored, then mean/std over folds.
   """
   finished = [e for e in entries if e['status'] == 'finished']
-  columns = [f'{kind}.{m}' for kind in ('final', 'best') for m in METRICS if any(m in e[kind] for e in finished)]
+  columns = [f'{kind}.{m}' for kind in ('final', 'best', 'validation') for m in METRICS
+             if any(m in e[kind] for e in finished)]
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for e in entries:
     key = tuple((name, label) for name, label in e['axes'] if name not in replicates)

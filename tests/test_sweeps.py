@@ -590,3 +590,16 @@ def test_seed_ensemble_averages_probabilities_per_fold_hand_computed(tmp_path):
   assert 'test acc (seed ensemble, final)' in markdown and '0.833 ± 0.167 (n=2)' in markdown
   paths = reports.write(str(root))
   assert 'predictions' not in json.dumps(json.load(open(paths['json']))['points'])
+
+
+def test_validation_accuracy_at_the_final_epoch_is_a_column(tmp_path):
+  root = tmp_path / 'sweep'
+  for fold, val in ((0, 0.5), (1, 0.7)):
+    _point(root, f'recipe=a,data.fold={fold}', 0.6, 0.6)
+    summary = json.loads((root / f'recipe=a,data.fold={fold}' / 'summary.json').read_text())
+    summary['final']['validation'] = {'accuracy': val, 'unweighted_accuracy': 0.1}
+    (root / f'recipe=a,data.fold={fold}' / 'summary.json').write_text(json.dumps(summary))
+  table = reports.aggregate(reports.gather(str(root)))
+  assert table['columns'][-1] == 'validation.accuracy'
+  assert table['rows'][0]['stats']['validation.accuracy']['mean'] == pytest.approx(0.6)
+  assert 'val. acc (final)' in reports.markdown('t', table, reports.gather(str(root)))
