@@ -38,6 +38,12 @@ SAMPLE_RATE = 16000
 _WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip variants have no per-utterance vector
 
 
+# The config fields a baseline reads (corpus.* too): a sweep point's other fields may change freely.
+READS = ('seed', 'model.name', 'data.data_dir', 'data.variant', 'data.class_set', 'data.merge_exc', 'data.split',
+         'data.test_speakers', 'data.num_test_speakers', 'data.num_val_speakers', 'data.fold', 'data.num_folds',
+         'data.test_fraction', 'data.normalize')
+
+
 def is_baseline(name: str) -> bool:
   return name in MODELS
 

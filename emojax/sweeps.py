@@ -320,6 +320,12 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 _NOT_COMPARED = ('workdir', 'train.num_epochs', 'data.data_dir', 'data.num_workers')
 
 
+def _fields_read(model_name: str) -> tuple[str, ...] | None:
+  """The only fields a baseline's run reads (a network's: None, all of them)."""
+  from emojax import baselines  # pylint: disable=import-outside-toplevel
+  return baselines.READS if baselines.is_baseline(model_name) else None
+
+
 def stale_points(sweep: Sweep) -> list[str]:
   """Points whose workdir holds a run of another config (its config.json differs on a shared field,
   fields added or removed since are ignored)."""
@@ -331,8 +337,10 @@ def stale_points(sweep: Sweep) -> list[str]:
     with open(path) as f:
       recorded = _flatten(json.load(f))
     expected = _flatten(json.loads(config.to_json()))
+    read = _fields_read(config.model.name)
     differ = [k for k in sorted(set(recorded) & set(expected))
-              if k not in _NOT_COMPARED and recorded[k] != expected[k]]
+              if k not in _NOT_COMPARED and recorded[k] != expected[k] and (read is None or k in read
+                                                                           or k.startswith('corpus.'))]
     if differ:
       stale.append(f'{point.name}: ' + ', '.join(f'{k} {recorded[k]!r} there, {expected[k]!r} now' for k in differ[:4])
                    + (' ...' if len(differ) > 4 else ''))
