@@ -603,3 +603,17 @@ def test_validation_accuracy_at_the_final_epoch_is_a_column(tmp_path):
   assert table['columns'][-1] == 'validation.accuracy'
   assert table['rows'][0]['stats']['validation.accuracy']['mean'] == pytest.approx(0.6)
   assert 'val. acc (final)' in reports.markdown('t', table, reports.gather(str(root)))
+
+
+def test_a_baseline_point_is_stale_only_on_the_fields_baselines_read(tmp_path):
+  sweep = _load(tmp_path, "sweeps.values('model.name', ['mfcc_svm'])")
+  point_dir = os.path.join(sweep.workdir, 'model.name=mfcc_svm')
+  os.makedirs(point_dir)
+  recorded = json.loads(sweep.configs[0].to_json())
+  recorded['optim']['learning_rate'] = 0.5  # a network's field: the baseline never read it
+  recorded['data']['augment']['freq_masks'] = 3
+  (tmp_path / 'sweep' / 'model.name=mfcc_svm' / 'config.json').write_text(json.dumps(recorded))
+  assert sweeps.stale_points(sweep) == []
+  recorded['data']['normalize'] = 'speaker'
+  (tmp_path / 'sweep' / 'model.name=mfcc_svm' / 'config.json').write_text(json.dumps(recorded))
+  assert sweeps.stale_points(sweep) == ["model.name=mfcc_svm: data.normalize 'speaker' there, 'none' now"]
