@@ -5,9 +5,9 @@ r"""Audio models on real speech (Emo-DB or RAVDESS), speaker-independent (whole 
   python -m experiments.run --config=configs/emodb.py:ravdess --config.corpus.root=/path/to/ravdess
 
 Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; smoke (two epochs, batch 8).
-Mode: speaker-blind (each spectrogram standardised on its own rows); --config.data.normalize=speaker
-standardises on each speaker's clips instead (speaker-normalised: the test speakers' unlabelled
-clips are used, so a prediction needs several clips of its speaker).
+Mode: speaker-blind (spectrograms on the build's fixed dB scale); --config.data.normalize=speaker
+standardises each speaker's spectrograms on that speaker's clips (speaker-normalised: the test
+speakers' unlabelled clips are used, so a prediction needs several clips of its speaker).
 Cross-validation over every speaker, beside the baselines: configs/sweeps/crossval.py.
 The corpus folder is downloaded by hand (docs/corpora.md) and named with --config.corpus.root.
 The Emo-DB copy these settings were made for is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
@@ -39,10 +39,10 @@ def get_config(arg=None):
   c.data.split = 'speaker'
   c.data.test_speakers = ('Actor_01', 'Actor_02', 'Actor_03', 'Actor_04') if corpus == 'ravdess' else ('03', '08')
   c.model.width = 1.0
-  # The real-speech recipe (configs/sweeps/recipe.py measures each ingredient, docs/results.md): each
-  # spectrogram standardised on its own rows (speaker-blind; data.normalize='speaker' for the
-  # speaker-normalised mode), SpecAugment, label smoothing, warmup + cosine decay.
-  c.data.normalize = 'utterance'
+  # The real-speech recipe (configs/sweeps/recipe.py measures each ingredient, docs/results.md):
+  # SpecAugment, label smoothing, warmup + cosine decay; speaker-blind (the build's fixed dB scale;
+  # data.normalize='speaker' for the speaker-normalised mode).
+  c.data.normalize = 'none'
   c.data.augment.freq_masks = 2
   c.data.augment.time_masks = 2
   c.data.augment.mask_width = 8
