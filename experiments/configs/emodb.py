@@ -13,8 +13,8 @@ The corpus folder is downloaded by hand (docs/corpora.md) and named with --confi
 The Emo-DB copy these settings were made for is cut to 2.0 s per file, so the full-utterance variant (ds1) gives one
 image per file; RAVDESS clips last 3-5 s and use ds1 too. Held out: one male and one
 female speaker on Emo-DB (03, 08), two of each on RAVDESS (actors 01, 02, 03, 04);
-change with --config.data.test_speakers or use --config.data.split=group
---config.data.fold=k for leave-one-speaker-out folds.
+change with --config.data.test_speakers or use --config.data.split=folds
+--config.data.fold=k for leave-one-speaker-out folds (configs/sweeps/crossval.py runs them all).
 """
 from experiments.configs import common
 
