@@ -8,6 +8,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
+# In each workdir: the test clips' class probabilities at the final and best-by-validation epochs
+# (written by emojax.train, averaged over seeds by emojax.reports).
+PREDICTIONS_FILE = 'predictions.json'
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
   """Counts (true class, predicted class) as an int64 (K, K) matrix."""
   matrix = np.zeros((num_classes, num_classes), np.int64)

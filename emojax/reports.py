@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emojax import files, sweeps
+from emojax import files, metrics, sweeps
 
 METRICS = ('accuracy', 'unweighted_accuracy', 'recall_at_1', 'recall_at_5')
 _LABELS = {'accuracy': 'test acc', 'unweighted_accuracy': 'test UA', 'recall_at_1': 'recall@1',
@@ -36,7 +36,6 @@ _POINT_FILES = ('summary.json', 'config.json', sweeps.POINT_FILE, sweeps.ERROR_F
 _KINDS = {'final': 'final', 'best': 'best by val.', 'validation': 'validation speakers, final',
           'ensemble_final': 'seed ensemble, final',
           'ensemble_best': 'seed ensemble, best by val.'}
-PREDICTIONS_FILE = 'predictions.json'  # emojax.train.PREDICTIONS_FILE (not imported: reports need no JAX)
 
 
 def column_label(column: str) -> str:
@@ -90,7 +89,7 @@ def read_point(point_dir: str, *, name: str | None = None, axes: Sequence[Sequen
     entry['best'] = _metrics(summary.get('best'))
     validation = summary['final'].get('validation')  # the validation speakers at the final epoch
     entry['validation'] = {k: v for k, v in _metrics(validation).items() if k == 'accuracy'}
-    predictions = sweeps.read_json(os.path.join(point_dir, PREDICTIONS_FILE))
+    predictions = sweeps.read_json(os.path.join(point_dir, metrics.PREDICTIONS_FILE))
     if isinstance(predictions, dict) and predictions.get('utterances'):
       entry['_predictions'] = predictions  # left out of report.json
     classes = summary.get('class_names') or []
@@ -150,7 +149,6 @@ def ensemble(members: Sequence[dict[str, Any]], kind: str) -> dict[str, float] |
   if any(t['utterances'] != utterances or t['labels'] != tables[0]['labels'] for t in tables):
     return None  # different test sides (e.g. seed-chosen test speakers): nothing to average
   mean = np.mean([np.asarray(t[kind], np.float64) for t in tables], axis=0)
-  from emojax import metrics  # pylint: disable=import-outside-toplevel
   result = metrics.classification_metrics(
       metrics.confusion_matrix(np.asarray(tables[0]['labels']), mean.argmax(-1), mean.shape[-1]))
   return {k: result[k] for k in ('accuracy', 'unweighted_accuracy')}

@@ -397,7 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
   elif main_process and final_probabilities is not None:
     best_probabilities = ckpts.best_meta().get('test_probabilities') if ckpts.has_best() else None
-    write_predictions(os.path.join(workdir, PREDICTIONS_FILE), data, final_probabilities, best_probabilities)
+    write_predictions(os.path.join(workdir, metrics.PREDICTIONS_FILE), data, final_probabilities, best_probabilities)
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
@@ -411,9 +411,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=1)
   return summary
-
-
-PREDICTIONS_FILE = 'predictions.json'
 
 
 def _probabilities_meta(probabilities: np.ndarray | None) -> dict[str, Any]:
