@@ -7,6 +7,7 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Iterator, Sequence
 
@@ -149,6 +150,15 @@ class Augment:
     return {**element, 'audio': image.astype(np.float32)}
 
 
+def _random_crop(element: dict[str, np.ndarray], rng: np.random.Generator, frames: int) -> dict[str, np.ndarray]:
+  """A random window of `frames` time columns of the audio spectrogram (H, W, C)."""
+  width = element['audio'].shape[1]
+  if frames > width:
+    raise ValueError(f'data.crop_frames={frames} is wider than the spectrograms ({width} columns).')
+  start = int(rng.integers(0, width - frames + 1))
+  return {**element, 'audio': element['audio'][:, start:start + frames]}
+
+
 @dataclasses.dataclass
 class Split:
   """Some records of a build (by index) and how to batch them."""
@@ -163,6 +173,10 @@ class Split:
   speakers: dict[str, int] | None = None  # speaker name -> number, added to each example when set
   normalize: str = 'none'  # one of NORMALIZE
   speaker_stats: dict[str, np.ndarray] | None = None  # for normalize='speaker'
+  # Time crops of the audio spectrogram (0: the whole image): training reads one random window of
+  # crop_frames columns per example, evaluation averages `test_crops` evenly spaced windows (`windows`).
+  crop_frames: int = 0
+  test_crops: int = 1
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -182,6 +196,8 @@ class Split:
       raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
     full = len(dataset) // batch_size * batch_size  # whole global batches only
     dataset = dataset[:full][self.shard_index::self.shard_count].map(self._lookup())
+    if augment_seed is not None and self.crop_frames:
+      dataset = dataset.random_map(functools.partial(_random_crop, frames=self.crop_frames), seed=augment_seed + 7)
     if augment_seed is not None and self.augment.active:
       # Per-element random streams derive from (seed, position): a resumed epoch augments identically.
       dataset = dataset.random_map(self.augment, seed=augment_seed)
@@ -208,7 +224,19 @@ class Split:
   def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
     """A batch of the right shapes (for initialising parameters)."""
     record = self._lookup()(self.indices[0])
-    return {k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}
+    return next(self.windows({k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}))
+
+  def windows(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The batch itself, or with crop_frames set its `test_crops` time windows, evenly spaced from the
+    first column to the last (numpy or sharded jax arrays: slicing keeps the batch sharding)."""
+    if not self.crop_frames:
+      yield batch
+      return
+    width = batch['audio'].shape[2]
+    if self.crop_frames > width:
+      raise ValueError(f'data.crop_frames={self.crop_frames} is wider than the spectrograms ({width} columns).')
+    for start in np.linspace(0, width - self.crop_frames, max(1, self.test_crops)).round().astype(int):
+      yield {**batch, 'audio': batch['audio'][:, :, start:start + self.crop_frames]}
 
 
 @dataclasses.dataclass
@@ -251,7 +279,8 @@ def load_data(config, workdir: str | None = None) -> Data:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
   source = in_memory(built.source)
-  common = {'speakers': speakers, 'normalize': dc.normalize, **shard,
+  common = {'speakers': speakers, 'normalize': dc.normalize, 'crop_frames': dc.crop_frames,
+            'test_crops': dc.test_crops, **shard,
             'speaker_stats': speaker_statistics(source, built.examples) if dc.normalize == 'speaker' else None}
   validation = Split(source, split['validation'], **common) if split['validation'] else None
   return Data(class_names=built.class_names, train=Split(source, train_indices, augment=augment, **common),

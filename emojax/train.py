@@ -229,12 +229,14 @@ def _gather(x: jax.Array) -> np.ndarray:
 def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes: int,
              mesh: jax.sharding.Mesh) -> dict[str, Any]:
   """Accuracy, unweighted accuracy and confusion matrix over a whole split, and under 'probabilities'
-  each example's class probabilities (N, K), in the split's order."""
+  each example's class probabilities (N, K), in the split's order (averaged over the split's time
+  windows when it crops)."""
   confusion = np.zeros((num_classes, num_classes), np.int64)
   probabilities = []
   for batch in _eval_batches(data, batch_size, mesh):
     valid = _gather(batch['valid'])
-    probabilities.append(_gather(eval_step(state, batch))[valid])
+    windows = [_gather(eval_step(state, window)) for window in data.windows(batch)]
+    probabilities.append(np.mean(windows, axis=0)[valid])
     confusion += metrics.confusion_matrix(_gather(batch['label'])[valid], probabilities[-1].argmax(-1), num_classes)
   return {**metrics.classification_metrics(confusion), 'probabilities': np.concatenate(probabilities)}
 

@@ -103,3 +103,27 @@ def test_normalisation_per_utterance_and_per_speaker():
     loader.Split(source, [0], normalize='global').example_batch(1)
   with pytest.raises(ValueError, match='needs the speakers'):
     loader.Split(source, [0], normalize='speaker').example_batch(1)
+
+
+def test_time_crops_random_in_training_evenly_spaced_at_evaluation():
+  # Example i's column c holds 100 * i + c: a window's first value names its example and its start.
+  source = [{'audio': np.broadcast_to(100.0 * i + np.arange(30, dtype=np.float32)[None, :, None], (40, 30, 1)).copy(),
+             'label': np.int64(i % 4)} for i in range(8)]
+  split = loader.Split(source, list(range(8)), crop_frames=12, test_crops=3)
+  batches = list(split.train_batches(4, seed=0, epoch=0))
+  assert all(b['audio'].shape == (4, 40, 12, 1) for b in batches)
+  starts = [int(image[0, 0, 0]) % 100 for b in batches for image in b['audio']]
+  for batch in batches:  # each crop is 12 consecutive columns of its own image
+    for image in batch['audio']:
+      np.testing.assert_array_equal(image[0, :, 0], image[0, 0, 0] + np.arange(12))
+  assert len(set(starts)) > 1 and max(starts) <= 18  # random positions, inside the image
+  assert np.array_equal(batches[0]['audio'], next(iter(split.train_batches(4, seed=0, epoch=0)))['audio'])
+  batch, _ = next(iter(split.eval_batches(4)))
+  windows = list(split.windows(batch))
+  assert [w['audio'].shape for w in windows] == [(4, 40, 12, 1)] * 3
+  for window, start in zip(windows, (0, 9, 18)):  # first to last column
+    np.testing.assert_array_equal(window['audio'], batch['audio'][:, :, start:start + 12])
+  assert split.example_batch(2)['audio'].shape == (2, 40, 12, 1)
+  assert [w['audio'].shape for w in loader.Split(source, [0]).windows(batch)] == [(4, 40, 30, 1)]  # no crop
+  with pytest.raises(ValueError, match='crop_frames=31 is wider than the spectrograms'):
+    next(loader.Split(source, [0], crop_frames=31).windows(batch))

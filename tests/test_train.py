@@ -158,3 +158,17 @@ def test_smoothing_and_mixup_steps_train_and_differ_from_the_plain_step():
     assert bool(m['finite']) and float(m['loss_ce']) != pytest.approx(float(plain['loss_ce']))
   again = train.make_train_step(mixup_alpha=0.4)(_state(), _batch(), jax.random.key(1))[1]
   assert float(again['loss']) == float(mixed['loss'])  # the key fixes the mixing
+
+
+def test_evaluation_averages_the_probabilities_of_the_time_windows():
+  from emojax import loader
+  rng = np.random.default_rng(1)
+  source = [{'audio': rng.normal(size=(6, 9, 1)).astype(np.float32), 'label': np.int64(i % 3)} for i in range(5)]
+  split = loader.Split(source, list(range(5)), crop_frames=5, test_crops=2)
+  state = train.create_state(_Tiny(), split.example_batch(4), train.make_optimizer(_optim()), jax.random.key(0))
+  mesh = train.data_mesh()
+  result = train.evaluate(state, split, 4, 3, mesh)
+  images = np.stack([s['audio'] for s in source])
+  expected = np.mean([train.eval_step(state, {'audio': images[:, :, s:s + 5]}) for s in (0, 4)], axis=0)
+  np.testing.assert_allclose(result['probabilities'], expected, rtol=1e-5, atol=1e-6)
+  assert result['count'] == 5
