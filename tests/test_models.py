@@ -1,5 +1,6 @@
 """Shapes and exact parameter counts of every model at the paper's sizes, the time-scan switch,
 dropout and batchnorm behaviour, fusion's encoder structure, and finite gradients on tiny inputs."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,3 +239,17 @@ def test_pooled_model_classifies_and_unknown_pooling_is_an_error():
   assert model.apply(model.init(RNGS, x, train=False), x, train=False).shape == (3, 7)
   with pytest.raises(ValueError, match="Unknown pooling 'max'"):
     models.get_model('cnn_rnn', num_classes=4, pooling='max').init(RNGS, x, train=False)
+
+
+def test_batchnorm_running_mean_moves_a_tenth_of_the_way_per_step():
+  # PyTorch's momentum 0.1: after one training step from zero, the running mean of the first conv's
+  # channels is 0.1 x the batch mean of that conv's output.
+  model = models.get_model('cnn', num_classes=3, batchnorm=True, width=0.25)
+  x = {'audio': jax.random.normal(jax.random.key(8), (4, 32, 40, 1)) + 2.0}
+  variables = model.init(RNGS, x, train=False)
+  _, updates = model.apply(variables, x, train=True, rngs={'dropout': jax.random.key(9)}, mutable=['batch_stats'])
+  stack = variables['params']['convs']
+  conv = nn.Conv(stack['Conv_0']['kernel'].shape[-1], (12, 16), padding=((6, 6), (8, 8)))
+  out = conv.apply({'params': stack['Conv_0']}, x['audio'])
+  np.testing.assert_allclose(updates['batch_stats']['convs']['BatchNorm_0']['mean'], 0.1 * out.mean(axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-5)

@@ -10,6 +10,9 @@ import jax.numpy as jnp
 
 from emojax import kernels
 
+# Running statistics' decay (PyTorch's default, momentum=0.1): a run here is a few hundred steps, over
+# which flax's default 0.99 leaves the running averages far behind the weights (eval near chance).
+BATCHNORM_MOMENTUM = 0.9
 # (channels, kernel (freq, time), padding) of each conv, from the authors' code.
 AUDIO_CONVS = ((16, (12, 16), (6, 8)), (24, (8, 12), (4, 6)), (32, (5, 7), (2, 3)))
 
@@ -53,7 +56,7 @@ class AudioConvStack(nn.Module):
       x = nn.Conv(scaled(channels, self.width), kernel, padding=((pad[0], pad[0]), (pad[1], pad[1])),
                   dtype=self.dtype, conv_general_dilated=kernels.conv_function(impl))(x)
       if self.batchnorm:
-        x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM, dtype=self.dtype)(x)
       # floor mode, as PyTorch's MaxPool2d; pool then ReLU: the values of ReLU then pool, on a quarter of the elements
       x = nn.relu(kernels.max_pool(x, (2, 2), (2, 2), self.plan.pool))
     return x

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from emojax import kernels
-from emojax.models.cnn import scaled
+from emojax.models.cnn import BATCHNORM_MOMENTUM, scaled
 
 VIDEO_CHANNELS = (16, 32, 64, 128)
 POOL_WINDOW, POOL_STRIDES = (1, 3, 3), (1, 2, 2)
@@ -52,7 +52,7 @@ class Video3D(nn.Module):
     self.convs = [nn.Conv(scaled(c, self.width), (3, 3, 3), padding='VALID', dtype=self.dtype,
                           conv_general_dilated=kernels.conv_function(impl))
                   for c, impl in zip(VIDEO_CHANNELS, self.plan.video)]
-    self.norms = [nn.BatchNorm(dtype=self.dtype) for _ in VIDEO_CHANNELS] if self.batchnorm else None
+    self.norms = [nn.BatchNorm(momentum=BATCHNORM_MOMENTUM, dtype=self.dtype) for _ in VIDEO_CHANNELS] if self.batchnorm else None
     self.fc = nn.Dense(scaled(256, self.width), dtype=self.dtype)
     self.fc_embed = nn.Dense(self.embed_dim, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
