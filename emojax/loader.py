@@ -27,7 +27,7 @@ ARRAY_KEYS = ('audio', 'video', 'label')
 #   speaker    on every column of every clip of the clip's speaker, test speakers included, labels unused
 #              (speaker-normalised: transductive, needs the speaker's identity and several of their clips)
 NORMALIZE = ('none', 'utterance', 'speaker')
-_MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
+MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
 
 
 def _text(value: Any) -> str:
@@ -50,8 +50,35 @@ def speaker_statistics(source: Any, examples: Sequence[dict[str, Any]]) -> dict[
   for speaker, (total, squares, count) in sums.items():
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
-    stats[speaker] = np.stack([mean, np.maximum(std, _MIN_STD)]).astype(np.float32)
+    stats[speaker] = np.stack([mean, np.maximum(std, MIN_STD)]).astype(np.float32)
   return stats
+
+
+def standardize(image: np.ndarray, normalize: str, speaker_stats: np.ndarray | None = None) -> np.ndarray:
+  """A spectrogram (H, W, C) standardised per row as `normalize` says (speaker: by its speaker's
+  (2, H, 1, C) mean and std from `speaker_statistics`)."""
+  if normalize == 'none':
+    return image
+  if normalize == 'utterance':
+    mean, std = image.mean(axis=1, keepdims=True), np.maximum(image.std(axis=1, keepdims=True), MIN_STD)
+  elif normalize == 'speaker':
+    mean, std = speaker_stats
+  else:
+    raise ValueError(f'Unknown normalisation {normalize!r}; expected one of {list(NORMALIZE)}.')
+  return ((image - mean) / std).astype(np.float32)
+
+
+def time_windows(batch: dict[str, Any], crop_frames: int, count: int) -> Iterator[dict[str, Any]]:
+  """The batch itself (crop_frames 0), or its `count` windows of crop_frames audio columns, evenly spaced
+  from the first column to the last (numpy or sharded jax arrays: slicing keeps the batch sharding)."""
+  if not crop_frames:
+    yield batch
+    return
+  width = batch['audio'].shape[2]
+  if crop_frames > width:
+    raise ValueError(f'data.crop_frames={crop_frames} is wider than the spectrograms ({width} columns).')
+  for start in np.linspace(0, width - crop_frames, max(1, count)).round().astype(int):
+    yield {**batch, 'audio': batch['audio'][:, :, start:start + crop_frames]}
 
 
 IN_MEMORY_BYTES = 1 << 30  # builds up to this size are decoded once and held in memory
@@ -90,12 +117,8 @@ class _Lookup:
     record = self.source[int(index)]
     element = {k: np.asarray(record[k]) for k in ARRAY_KEYS if k in record}
     if 'audio' in element and self.normalize != 'none':
-      image = element['audio']
-      if self.normalize == 'utterance':
-        mean, std = image.mean(axis=1, keepdims=True), np.maximum(image.std(axis=1, keepdims=True), _MIN_STD)
-      else:
-        mean, std = self.speaker_stats[_text(record['speaker'])]
-      element['audio'] = ((image - mean) / std).astype(np.float32)
+      stats = self.speaker_stats[_text(record['speaker'])] if self.normalize == 'speaker' else None
+      element['audio'] = standardize(element['audio'], self.normalize, stats)
     if self.speakers is not None:
       element['speaker'] = np.int32(self.speakers[_text(record['speaker'])])
     return element
@@ -227,16 +250,8 @@ class Split:
     return next(self.windows({k: np.repeat(v[None], batch_size, axis=0) for k, v in record.items()}))
 
   def windows(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The batch itself, or with crop_frames set its `test_crops` time windows, evenly spaced from the
-    first column to the last (numpy or sharded jax arrays: slicing keeps the batch sharding)."""
-    if not self.crop_frames:
-      yield batch
-      return
-    width = batch['audio'].shape[2]
-    if self.crop_frames > width:
-      raise ValueError(f'data.crop_frames={self.crop_frames} is wider than the spectrograms ({width} columns).')
-    for start in np.linspace(0, width - self.crop_frames, max(1, self.test_crops)).round().astype(int):
-      yield {**batch, 'audio': batch['audio'][:, :, start:start + self.crop_frames]}
+    """What evaluation averages over: `time_windows` with this split's crop settings."""
+    return time_windows(batch, self.crop_frames, self.test_crops)
 
 
 @dataclasses.dataclass

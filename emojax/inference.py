@@ -1,0 +1,268 @@
+"""A trained workdir's model on new recordings: the decoding and front end of its training run.
+
+  predictor = Predictor.from_workdir('workdirs/emodb_cnn_rnn')
+  result = predictor.predict('my_recording.wav')   # or predict((waveform, sample_rate))
+  result.emotion, dict(zip(result.class_names, result.probabilities))
+
+A recording is scored in windows of the run's clip length (`data.clip_seconds`), overlapping by
+half: each window goes through the run's front end and model, and the recording's probabilities are
+the windows' mean. A recording no longer than one window is one window, treated exactly as in
+training (the whole utterance for the full-utterance variants ds1/ds3; padded with noise to a clip
+for ds2/ds4). Models trained with speaker normalisation need each speaker's statistics
+(`speaker_statistics` over several recordings of that speaker, or a saved .npz of them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from emojax import audio, checkpoints, features, loader, models, video
+
+AUDIO_EXTENSIONS = audio.SOUNDFILE_EXTENSIONS
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.flv', '.mov', '.mkv', '.webm')
+MIN_SECONDS = 0.2     # shorter recordings are refused: a few STFT frames say nothing about emotion
+WINDOW_OVERLAP = 0.5  # of consecutive windows of a long recording
+BATCH = 8             # windows per model call (padded: one compiled shape)
+
+
+@dataclasses.dataclass
+class Prediction:
+  """One recording's result: the mean class probabilities and each window's, or the error that stopped it."""
+
+  source: str
+  class_names: tuple[str, ...]
+  probabilities: np.ndarray | None = None         # (K,), the windows' mean
+  window_probabilities: np.ndarray | None = None  # (windows, K)
+  window_starts: np.ndarray | None = None         # seconds
+  window_seconds: float = 0.0
+  duration: float = 0.0                           # seconds of audio
+  error: str | None = None
+  notes: tuple[str, ...] = ()
+
+  @property
+  def emotion(self) -> str | None:
+    return None if self.probabilities is None else self.class_names[int(np.argmax(self.probabilities))]
+
+  def as_dict(self) -> dict[str, Any]:
+    out = {'source': self.source, 'emotion': self.emotion, 'error': self.error, 'duration_s': round(self.duration, 3),
+           'notes': list(self.notes)}
+    if self.probabilities is not None:
+      out['probabilities'] = dict(zip(self.class_names, map(float, self.probabilities)))
+      out['windows'] = [{'start_s': float(t), **dict(zip(self.class_names, map(float, p)))}
+                        for t, p in zip(self.window_starts, self.window_probabilities)]
+    return out
+
+
+class Predictor:
+  """A restored model with its run's config: `predict` scores recordings or waveforms."""
+
+  def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], class_names: Sequence[str],
+               checkpoint: str = ''):
+    if config.objective != 'cross_entropy':
+      raise ValueError(f'{checkpoint or "this run"} was trained with objective {config.objective!r}: it has no '
+                       'classifier to predict with (fine-tune it with cross_entropy first).')
+    self.config = config
+    self.class_names = tuple(class_names)
+    self.checkpoint = checkpoint
+    self.spec = features.spec_from_config(config)
+    self.reads_video = models.reads_video(config.model.name)
+    self.model = models.get_model(config.model.name, num_classes=len(self.class_names), **models.options(config.model))
+    self.variables = variables
+    # Jitted once per input shape; every call has BATCH windows.
+    self._probabilities = jax.jit(
+        lambda variables, inputs: jax.nn.softmax(self.model.apply(variables, inputs, train=False).astype(jnp.float32)))
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint: str = 'best') -> Predictor:
+    """The run in `workdir`: its config.json, its class names (summary.json) and its best checkpoint (picked
+    on the validation speakers), or its latest one (`checkpoint='latest'`, or when there is no best)."""
+    paths = {name: os.path.join(workdir, name) for name in ('config.json', 'summary.json')}
+    missing = [name for name, path in paths.items() if not os.path.exists(path)]
+    if missing:
+      raise FileNotFoundError(f'{workdir}: no {" or ".join(missing)}; is it the workdir of a finished '
+                              'experiments.run training run?')
+    with open(paths['config.json']) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    with open(paths['summary.json']) as f:
+      class_names = json.load(f)['class_names']
+    if checkpoint not in ('best', 'latest'):
+      raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}.")
+    order = ('best', 'latest') if checkpoint == 'best' else ('latest',)
+    found = [os.path.join(workdir, 'checkpoints', name) for name in order
+             if os.path.isdir(os.path.join(workdir, 'checkpoints', name))
+             and any(d.isdigit() for d in os.listdir(os.path.join(workdir, 'checkpoints', name)))]
+    if not found:
+      raise FileNotFoundError(f'{workdir}: no checkpoint under checkpoints/{" or checkpoints/".join(order)}.')
+    step_dir = checkpoints.find_step_dir(found[0])
+    state = checkpoints.restore_subtree(step_dir, ())
+    variables = {'params': state['params']}
+    if state.get('batch_stats') is not None:
+      variables['batch_stats'] = state['batch_stats']
+    return cls(config, variables, class_names, checkpoint=step_dir)
+
+  # -------------------------------------------------------------------------------------------
+  # Recording -> windows of model inputs.
+
+  @property
+  def window_seconds(self) -> float:
+    return float(self.config.data.clip_seconds)
+
+  def _load(self, source: str | tuple[np.ndarray, int]) -> tuple[np.ndarray, int, tuple[np.ndarray, float] | None]:
+    """(waveform, rate, (frames, fps) or None) of a path or a (waveform, rate) pair."""
+    if not isinstance(source, str):
+      wave, sr = source
+      if self.reads_video:
+        raise ValueError(f'{self.config.model.name} reads face video: give it a video file, not a waveform.')
+      return np.asarray(wave, np.float32), int(sr), None
+    extension = os.path.splitext(source)[1].lower()
+    if extension not in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS:
+      raise ValueError(f'unsupported file type {extension!r}; expected one of {AUDIO_EXTENSIONS + VIDEO_EXTENSIONS}')
+    if self.reads_video and extension not in VIDEO_EXTENSIONS:
+      raise ValueError(f'{self.config.model.name} reads face video, and {extension} is audio only: give it a video '
+                       'file (or use an audio model)')
+    wave, sr = audio.load_waveform(source)
+    return wave, sr, video.decode_video(source) if self.reads_video else None
+
+  def windows(self, source: str | tuple[np.ndarray, int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray, float]:
+    """(one un-normalised model input per window, window starts in seconds, duration in seconds)."""
+    wave, sr, frames = self._load(source)
+    duration = len(wave) / sr
+    if not np.all(np.isfinite(wave)):
+      raise ValueError('non-finite samples (NaN or inf) in the waveform')
+    if not np.any(wave):
+      raise ValueError('silent audio (every sample is 0)')
+    if duration < MIN_SECONDS:
+      raise ValueError(f'too short: {duration:.3f} s of audio, the minimum is {MIN_SECONDS} s')
+    clips_wanted, cleanup = features.VARIANTS[self.spec.variant]
+    if cleanup:
+      wave = audio.denoise(wave, sr)
+    length = int(round(self.window_seconds * sr))
+    if len(wave) <= length:
+      starts = np.zeros(1)
+      seed = zlib.crc32(source.encode() if isinstance(source, str) else b'waveform')
+      pieces = audio.clip_waveform(wave, sr, seconds=self.window_seconds, rng=np.random.default_rng(seed))[:1] \
+          if clips_wanted else [wave]
+    else:
+      hop = max(1, int(round(length * (1 - WINDOW_OVERLAP))))
+      first = list(range(0, len(wave) - length + 1, hop))
+      if first[-1] + length < len(wave):
+        first.append(len(wave) - length)  # the end of the recording gets a window too
+      starts = np.asarray(first) / sr
+      pieces = [wave[i:i + length] for i in first]
+    inputs = []
+    for start, piece in zip(starts, pieces):
+      example = {}
+      if self.spec.with_video:
+        all_frames, fps = frames
+        window = all_frames[int(start * fps):int(round((start + self.window_seconds) * fps))]
+        example['video'], _ = video.video_clip(window if len(window) else all_frames[-1:],
+                                               n_frames=self.spec.video_frames, size=self.spec.video_size,
+                                               crop=self.spec.video_crop)
+      example['audio'] = features.audio_features(piece, sr, self.spec).astype(np.float32)
+      inputs.append(example)
+    return inputs, starts, duration
+
+  def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> np.ndarray:
+    """(2, H, 1, C) mean and std of each spectrogram row over every window of `sources` (one speaker's
+    recordings): what a speaker-normalised model needs. An unusable recording raises."""
+    return _statistics([example['audio'] for source in sources for example in self.windows(source)[0]])
+
+  # -------------------------------------------------------------------------------------------
+  # Windows -> probabilities.
+
+  def _score(self, inputs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """(windows, K) probabilities, averaged over the run's test-time crops when it trained on crops."""
+    out = []
+    for first in range(0, len(inputs), BATCH):
+      chunk = inputs[first:first + BATCH]
+      batch = {k: np.stack([x[k] for x in chunk] + [chunk[0][k]] * (BATCH - len(chunk))) for k in chunk[0]}
+      crops = loader.time_windows(batch, self.config.data.get('crop_frames', 0), self.config.data.get('test_crops', 1))
+      probs = np.mean([np.asarray(self._probabilities(self.variables, crop)) for crop in crops], axis=0)
+      out.append(probs[:len(chunk)])
+    return np.concatenate(out)
+
+  def predict(self, source: str | tuple[np.ndarray, int], *, speaker_stats: np.ndarray | None = None) -> Prediction:
+    """Scores one recording (a path, or a (waveform, sample rate) pair). Raises on an unusable
+    recording (`predict_files` turns errors into per-file results)."""
+    return self._predict(source, self.windows(source), speaker_stats)
+
+  def _predict(self, source, windows, speaker_stats: np.ndarray | None, notes: Sequence[str] = ()) -> Prediction:
+    normalize = self.config.data.normalize
+    if normalize == 'speaker' and speaker_stats is None:
+      raise ValueError('this model was trained with speaker normalisation (data.normalize=speaker): pass the '
+                       "speaker's statistics (Predictor.speaker_statistics over several of their recordings)")
+    inputs, starts, duration = windows
+    inputs = [{**x, 'audio': loader.standardize(x['audio'], normalize, speaker_stats)} for x in inputs]
+    window_probabilities = self._score(inputs)
+    return Prediction(source=source if isinstance(source, str) else '<waveform>', class_names=self.class_names,
+                      probabilities=window_probabilities.mean(axis=0), window_probabilities=window_probabilities,
+                      window_starts=starts, window_seconds=self.window_seconds, duration=duration, notes=tuple(notes))
+
+  def predict_files(self, paths: Sequence[str], *, speakers: dict[str, str] | None = None,
+                    speaker_stats: np.ndarray | None = None, progress: bool = True) -> list[Prediction]:
+    """Scores every file, each error kept as that file's result. A speaker-normalised model takes its
+    statistics from `speaker_stats` when given, else per speaker (`speakers`: path -> name; unnamed files
+    form one speaker) from all of that speaker's usable files; a speaker with one file gets a note saying so."""
+    iterator = paths
+    if progress and len(paths) > 1:
+      import tqdm  # pylint: disable=import-outside-toplevel
+      iterator = tqdm.tqdm(paths, desc='decode', unit='file')
+    windows: dict[str, Any] = {}
+    for path in iterator:  # each file decoded once; the statistics need every file before any prediction
+      try:
+        windows[path] = self.windows(path)
+      except (OSError, ValueError, RuntimeError) as error:
+        windows[path] = f'{type(error).__name__}: {error}'
+    stats_of: dict[str, np.ndarray | None] = {p: speaker_stats for p in paths}
+    notes: dict[str, tuple[str, ...]] = {}
+    if self.config.data.normalize == 'speaker' and speaker_stats is None:
+      groups: dict[str, list[str]] = {}
+      for path in paths:
+        groups.setdefault((speakers or {}).get(path, ''), []).append(path)
+      for name, members in groups.items():
+        usable = [p for p in members if not isinstance(windows[p], str)]
+        stats = _statistics([x['audio'] for p in usable for x in windows[p][0]]) if usable else None
+        note = (f'speaker statistics from {len(usable)} recording(s) of speaker {name or "(unnamed)"}'
+                + (': one recording only, so its own average spectrum is normalised away (less reliable)'
+                   if len(usable) == 1 else ''))
+        stats_of.update({p: stats for p in members})
+        notes.update({p: (note,) for p in members})
+    results = []
+    for path in paths:
+      if isinstance(windows[path], str):
+        results.append(Prediction(source=path, class_names=self.class_names, error=windows[path],
+                                  notes=notes.get(path, ())))
+      else:
+        results.append(self._predict(path, windows[path], stats_of[path], notes.get(path, ())))
+    return results
+
+
+def _statistics(images: Sequence[np.ndarray]) -> np.ndarray:
+  """(2, H, 1, C) mean and std of each row over every column of `images` (as loader.speaker_statistics)."""
+  if not images:
+    raise ValueError('no recording to compute speaker statistics from')
+  columns = np.concatenate([image.astype(np.float64) for image in images], axis=1)
+  mean, std = columns.mean(axis=1, keepdims=True), columns.std(axis=1, keepdims=True)
+  return np.stack([mean, np.maximum(std, loader.MIN_STD)]).astype(np.float32)
+
+
+def find_recordings(paths: Sequence[str]) -> list[str]:
+  """Files named, and the recordings (by extension) under folders named, sorted within each folder."""
+  found = []
+  for path in paths:
+    if os.path.isdir(path):
+      for root, dirs, names in os.walk(path):
+        dirs.sort()
+        found += [os.path.join(root, n) for n in sorted(names)
+                  if os.path.splitext(n)[1].lower() in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS]
+    else:
+      found.append(path)
+  return found

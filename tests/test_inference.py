@@ -1,0 +1,152 @@
+"""Inference: a trained workdir on real recordings (API and CLI agree with training's own evaluation),
+windows of long recordings, per-file errors, speaker statistics, and the video path on a real CREMA-D clip."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emojax import inference, models
+from experiments.configs import common, emodb, fusion
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))
+
+
+def _real(pattern):
+  files = sorted(glob.glob(os.path.join(DATA, pattern)))
+  if not files:
+    pytest.skip(f'no real recordings at {os.path.join(DATA, pattern)} (shared/data absent)')
+  return files
+
+
+@pytest.fixture(scope='module')
+def emodb_run(tmp_path_factory):
+  """A smoke cnn_rnn trained by the main command on 4 real Emo-DB speakers (leave-one-speaker-out fold 0)."""
+  files = _real('emodb/wav/*.wav')
+  root = tmp_path_factory.mktemp('emodb')
+  os.makedirs(root / 'wav')
+  for path in files:
+    if os.path.basename(path)[:2] in ('03', '08', '09', '10'):
+      os.symlink(path, root / 'wav' / os.path.basename(path))
+  workdir = str(tmp_path_factory.mktemp('run') / 'w')
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={workdir}',
+       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path_factory.mktemp("arrays")}',
+       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
+       '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, str(root)
+
+
+def _predict_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'experiments.predict', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_api_and_cli_reproduce_the_run_s_own_test_predictions(emodb_run, tmp_path):
+  workdir, root = emodb_run
+  recorded = json.load(open(os.path.join(workdir, 'predictions.json')))
+  files = [os.path.join(root, 'wav', u + '.wav') for u in recorded['utterances']]
+  predictor = inference.Predictor.from_workdir(workdir)
+  results = predictor.predict_files(files, progress=False)
+  assert [r.source for r in results] == files and all(r.error is None for r in results)
+  api = np.stack([r.probabilities for r in results])
+  np.testing.assert_allclose(api.sum(axis=1), 1.0, rtol=1e-5)
+  # The same files through the training run's evaluation (its best checkpoint, test side).
+  np.testing.assert_allclose(api, np.asarray(recorded['best']), atol=1e-5)
+  assert [r.emotion for r in results] == [recorded['class_names'][i] for i in api.argmax(axis=1)]
+
+  broken = tmp_path / 'broken.wav'
+  broken.write_text('not audio')
+  short = tmp_path / 'short.wav'
+  sf.write(short, np.full(800, 0.1), 16000)  # 0.05 s
+  out = tmp_path / 'out' / 'predictions.json'
+  done = _predict_cli(f'--workdir={workdir}', *files[:3], str(broken), str(short), f'--output={out}',
+                      f'--plot={tmp_path / "plots"}')
+  assert done.returncode == 0, done.stderr[-3000:]
+  written = json.load(open(out))['files']
+  assert [f['source'] for f in written] == files[:3] + [str(broken), str(short)]
+  for row, result in zip(written[:3], results[:3]):  # CLI and API agree exactly
+    assert row['emotion'] == result.emotion
+    assert [row['probabilities'][c] for c in recorded['class_names']] == [float(p) for p in result.probabilities]
+  assert 'cannot read audio' in written[3]['error'] and written[3]['emotion'] is None
+  assert 'too short' in written[4]['error']
+  assert 'ERROR' in done.stdout and '2 of 5 file(s) could not be used' in done.stderr
+  assert sorted(os.listdir(tmp_path / 'plots')) == sorted(os.path.basename(f)[:-4] + '.png' for f in files[:3])
+
+  csv_out = tmp_path / 'p.csv'
+  assert _predict_cli(f'--workdir={workdir}', files[0], f'--output={csv_out}').returncode == 0
+  header, row = open(csv_out).read().splitlines()
+  assert header.split(',')[:2 + len(recorded['class_names'])] == ['source', 'emotion', *recorded['class_names']]
+  assert row.split(',')[1] == results[0].emotion
+  bad = _predict_cli(f'--workdir={workdir}', files[0], '--output=p.txt')
+  assert bad.returncode != 0 and 'must end in .csv or .json' in bad.stderr
+
+
+def test_long_recordings_are_scored_in_half_overlapping_windows(emodb_run):
+  workdir, root = emodb_run
+  predictor = inference.Predictor.from_workdir(workdir, 'latest')
+  wave, sr = sf.read(sorted(glob.glob(os.path.join(root, 'wav', '*.wav')))[0], dtype='float32')
+  seconds = predictor.window_seconds
+  long = np.tile(wave, int(np.ceil(2.3 * seconds * sr / len(wave))))[:int(2.3 * seconds * sr)]
+  result = predictor.predict((long, sr))
+  np.testing.assert_allclose(result.window_starts, [0, seconds / 2, seconds, 1.3 * seconds], atol=1e-3)
+  np.testing.assert_allclose(result.probabilities, result.window_probabilities.mean(axis=0), rtol=1e-6)
+  one = predictor.predict((long[:int(seconds * sr * 0.6)], sr))  # shorter than a window: one window
+  assert len(one.window_starts) == 1
+
+
+def test_speaker_normalised_models_need_statistics_and_say_where_they_came_from():
+  files = _real('emodb/wav/03*.wav')[:3] + _real('emodb/wav/08*.wav')[:1]
+  config = emodb.get_config('smoke')
+  config.data.class_set = 'all'
+  config.data.normalize = 'speaker'
+  model = models.get_model('cnn_rnn', num_classes=7, **models.options(config.model))
+  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+                         {'audio': np.zeros((1, *config.data.audio_size, 1), np.float32)}, train=False)
+  predictor = inference.Predictor(config, variables, ('ang', 'bor', 'dis', 'fea', 'hap', 'sad', 'neu'))
+  with pytest.raises(ValueError, match='speaker normalisation'):
+    predictor.predict(files[0])
+  speakers = {f: os.path.basename(f)[:2] for f in files}
+  results = predictor.predict_files(files, speakers=speakers, progress=False)
+  assert all(r.error is None for r in results)
+  assert results[0].notes == ('speaker statistics from 3 recording(s) of speaker 03',)
+  assert 'one recording only' in results[3].notes[0]
+  stats = predictor.speaker_statistics(files[:3])
+  assert stats.shape == (2, config.data.audio_size[0], 1, 1)
+  np.testing.assert_allclose(predictor.predict(files[0], speaker_stats=stats).probabilities,
+                             results[0].probabilities, rtol=1e-5)
+
+
+def test_fusion_scores_a_real_crema_d_video_and_refuses_audio_only_input():
+  video_file = _real('crema-d-sample/VideoFlash/*.flv')[0]
+  config = fusion.get_config('smoke')
+  model = models.get_model('fusion', num_classes=4, **models.options(config.model))
+  inputs = {'audio': np.zeros((1, *config.data.audio_size, 1), np.float32),
+            'video': np.zeros((1, config.data.video_frames, *config.data.video_size, 3), np.uint8)}
+  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, inputs, train=False)
+  predictor = inference.Predictor(config, variables, ('hap', 'sad', 'ang', 'neu'))
+  result = predictor.predict(video_file)
+  assert result.emotion in predictor.class_names and result.duration > 1.0
+  np.testing.assert_allclose(result.probabilities.sum(), 1.0, rtol=1e-5)
+  with pytest.raises(ValueError, match='reads face video'):
+    predictor.predict((np.ones(16000, np.float32) * 0.1, 16000))
+  wav = _real('emodb/wav/*.wav')[0]
+  [refused] = predictor.predict_files([wav], progress=False)
+  assert 'audio only' in refused.error
+
+
+def test_a_pretraining_run_or_a_missing_workdir_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no config.json or summary.json'):
+    inference.Predictor.from_workdir(str(tmp_path))
+  config = common.base_config('fusion', 'smoke')
+  config.objective = 'contrastive'
+  with pytest.raises(ValueError, match='no classifier'):
+    inference.Predictor(config, {}, ('a', 'b'))
