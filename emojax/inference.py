@@ -4,8 +4,8 @@
   result = predictor.predict('my_recording.wav')   # or predict((waveform, sample_rate))
   result.emotion, dict(zip(result.class_names, result.probabilities))
 
-A recording is scored in windows of the run's clip length (`data.clip_seconds`), overlapping by
-half: each window goes through the run's front end and model, and the recording's probabilities are
+A recording is scored in windows of the run's clip length (`data.clip_seconds`, or `window_seconds`),
+overlapping by half: each window goes through the run's front end and model, and the recording's probabilities are
 the windows' mean. A recording no longer than one window is one window, treated exactly as in
 training (the whole utterance for the full-utterance variants ds1/ds3; padded with noise to a clip
 for ds2/ds4). Models trained with speaker normalisation need each speaker's statistics
@@ -65,7 +65,7 @@ class Predictor:
   """A restored model with its run's config: `predict` scores recordings or waveforms."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], class_names: Sequence[str],
-               checkpoint: str = ''):
+               checkpoint: str = '', window_seconds: float | None = None):
     if config.objective != 'cross_entropy':
       raise ValueError(f'{checkpoint or "this run"} was trained with objective {config.objective!r}: it has no '
                        'classifier to predict with (fine-tune it with cross_entropy first).')
@@ -76,12 +76,15 @@ class Predictor:
     self.reads_video = models.reads_video(config.model.name)
     self.model = models.get_model(config.model.name, num_classes=len(self.class_names), **models.options(config.model))
     self.variables = variables
+    # Full-utterance models (ds1/ds3) saw whole files of their corpus's length, which the config does not
+    # record: a long recording's windows should match it (Emo-DB's files here: 2 s).
+    self.window_seconds = float(window_seconds or config.data.clip_seconds)
     # Jitted once per input shape; every call has BATCH windows.
     self._probabilities = jax.jit(
         lambda variables, inputs: jax.nn.softmax(self.model.apply(variables, inputs, train=False).astype(jnp.float32)))
 
   @classmethod
-  def from_workdir(cls, workdir: str, checkpoint: str = 'best') -> Predictor:
+  def from_workdir(cls, workdir: str, checkpoint: str = 'best', window_seconds: float | None = None) -> Predictor:
     """The run in `workdir`: its config.json, its class names (summary.json) and its best checkpoint (picked
     on the validation speakers), or its latest one (`checkpoint='latest'`, or when there is no best)."""
     paths = {name: os.path.join(workdir, name) for name in ('config.json', 'summary.json')}
@@ -106,14 +109,10 @@ class Predictor:
     variables = {'params': state['params']}
     if state.get('batch_stats') is not None:
       variables['batch_stats'] = state['batch_stats']
-    return cls(config, variables, class_names, checkpoint=step_dir)
+    return cls(config, variables, class_names, checkpoint=step_dir, window_seconds=window_seconds)
 
   # -------------------------------------------------------------------------------------------
   # Recording -> windows of model inputs.
-
-  @property
-  def window_seconds(self) -> float:
-    return float(self.config.data.clip_seconds)
 
   def _load(self, source: str | tuple[np.ndarray, int]) -> tuple[np.ndarray, int, tuple[np.ndarray, float] | None]:
     """(waveform, rate, (frames, fps) or None) of a path or a (waveform, rate) pair."""

@@ -27,6 +27,9 @@ _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here: .csv (one row per file) or .json (with '
                               'every window).')
 _PLOT = flags.DEFINE_string('plot', None, 'Folder for one PNG per file: class probabilities over time.')
+_WINDOW = flags.DEFINE_float('window_seconds', None, 'Window length for long recordings (default: the run\'s '
+                             'data.clip_seconds). Full-utterance models (data.variant ds1/ds3) should get their '
+                             'training files\' typical length, e.g. 2 for the Emo-DB copy cut to 2 s.')
 _SPEAKERS = flags.DEFINE_enum('speakers', 'folder', ['folder', 'one'], 'Speaker-normalised models: which files '
                               'share a speaker (their statistics are computed together).')
 _SPEAKER_STATS = flags.DEFINE_string('speaker_stats', None, 'Speaker-normalised models: a .npz of one speaker\'s '
@@ -80,7 +83,7 @@ def main(argv):
     raise app.UsageError('Name at least one recording or folder after the flags.')
   if _OUTPUT.value and not _OUTPUT.value.endswith(('.csv', '.json')):
     raise app.UsageError(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
-  predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value)
+  predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
   print(f'Model {predictor.config.model.name} from {predictor.checkpoint}; classes {", ".join(predictor.class_names)}; '
         f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}.')
   stats = None

@@ -101,6 +101,8 @@ def test_long_recordings_are_scored_in_half_overlapping_windows(emodb_run):
   np.testing.assert_allclose(result.probabilities, result.window_probabilities.mean(axis=0), rtol=1e-6)
   one = predictor.predict((long[:int(seconds * sr * 0.6)], sr))  # shorter than a window: one window
   assert len(one.window_starts) == 1
+  two_second = inference.Predictor.from_workdir(workdir, window_seconds=2.0).predict((long, sr))
+  assert two_second.window_seconds == 2.0 and two_second.window_starts[1] == 1.0
 
 
 def test_speaker_normalised_models_need_statistics_and_say_where_they_came_from():
