@@ -14,7 +14,8 @@ sets one field (`values`) or several under a label (`options`). Plain dicts
 `python -m experiments.run --config=<sweep file>[:arg] --workdir=<sweep dir>/<point name>
 --config.a.b=value ...`: the sweep file is the run config. Seeds and folds are ordinary
 fields (`seed`, `data.fold`, the REPLICATES; a sweep file may set its own REPLICATES): the
-report averages over them.
+report averages over them. A field given on the sweep's command line cannot be set by a point
+too, unless the sweep file lists it in POINT_WINS (then the point's value wins: its flag comes last).
 
 Nothing here imports JAX; `run` imports the feature code only for --jobs > 1.
 """
@@ -45,6 +46,9 @@ from emojax import files
 REPLICATES = ('seed', 'data.fold')   # averaged over in reports; every other axis makes a row
 RUNNER = ('python', '-m', 'experiments.run')   # how commands name the run; `run` starts sys.executable
 LAUNCH: list[str] | None = None  # what `run` starts in place of experiments.run (tests put a stand-in here)
+# In a point's text values, the sweep's directory: a point can start from another's checkpoint
+# (`init_from`: SWEEP_DIR + '/<point name>/checkpoints/latest'); `run` starts it after that point.
+SWEEP_DIR = '{sweep_dir}'
 POINT_FILE = 'sweep_point.json'      # in each point dir: its axes, command, status, wall time
 ERROR_FILE = 'sweep_error.txt'       # in a failed point's dir: exit status, command, last log lines
 LOG_FILE = 'run.log'
@@ -198,13 +202,19 @@ class Sweep:
   workdir: str
   global_flags: tuple[str, ...] = ()         # --config.x=y given to the runner, passed to every point
   replicates: tuple[str, ...] = REPLICATES
+  point_wins: tuple[str, ...] = ()           # fields a point may set though the command line sets them too
 
   def point_dir(self, point: Point) -> str:
     return os.path.join(self.workdir, point.name)
 
+  def overrides(self, point: Point) -> dict[str, Any]:
+    """The point's fields, SWEEP_DIR in text values replaced by this sweep's directory."""
+    return {path: v.replace(SWEEP_DIR, self.workdir) if isinstance(v, str) else v
+            for path, v in point.overrides.items()}
+
   def command(self, point: Point, runner: Sequence[str] = RUNNER) -> list[str]:
     return [*runner, f'--config={self.config_ref}', f'--workdir={self.point_dir(point)}', *self.global_flags,
-            *(f'--config.{path}={format_value(v)}' for path, v in point.overrides.items())]
+            *(f'--config.{path}={format_value(v)}' for path, v in self.overrides(point).items())]
 
   def shell_command(self, point: Point) -> str:
     return shlex.join(self.command(point))
@@ -238,9 +248,10 @@ def load(config_ref: str, config_path: str, *, base: ml_collections.ConfigDict |
   except ValueError as e:  # e.g. a corpus root missing, too few speakers for the folds
     raise SweepError(f'{config_path}: {e}') from None
   replicates = tuple(getattr(module, 'REPLICATES', REPLICATES))
+  point_wins = tuple(getattr(module, 'POINT_WINS', ()))
   sweep = Sweep(name=os.path.splitext(os.path.basename(config_path))[0], config_ref=config_ref, base=base,
                 points=points, configs=[], workdir=workdir or default_workdir(config_path, arg),
-                global_flags=tuple(global_flags), replicates=replicates)
+                global_flags=tuple(global_flags), replicates=replicates, point_wins=point_wins)
   sweep.configs = validate(sweep)
   return sweep
 
@@ -286,11 +297,11 @@ def validate(sweep: Sweep) -> list[ml_collections.ConfigDict]:
   for index, point in enumerate(sweep.points):
     where = f'point {index + 1} ({point.name})'
     try:
-      overrides = point.overrides
+      overrides = sweep.overrides(point)
       reserved = {'workdir'} & set(overrides)
       if reserved:
         raise SweepError('the runner sets the workdir of each point; a sweep cannot set `workdir`')
-      clash = global_paths & set(overrides)
+      clash = global_paths & set(overrides) - set(sweep.point_wins)
       if clash:
         raise SweepError(f'{sorted(clash)} set both by the sweep and on the command line')
       configs.append(apply_overrides(sweep.base, overrides))
@@ -436,7 +447,8 @@ def run(sweep: Sweep, *, jobs: int = 1, runner: Sequence[str] | None = None, hea
 
   status: 'skipped' (finished before), 'done' or 'failed'. A failed point leaves
   <point>/sweep_error.txt and the others go on. With jobs > 1, two points that read the same
-  not yet built arrays never start together: the first builds them, the others wait for it.
+  not yet built arrays never start together: the first builds them, the others wait for it; a
+  point whose init_from lies in another point's directory starts after that point ends.
   """
   runner = list(runner or LAUNCH or [sys.executable, '-m', 'experiments.run'])
   stale = stale_points(sweep)
@@ -480,7 +492,15 @@ def run(sweep: Sweep, *, jobs: int = 1, runner: Sequence[str] | None = None, hea
   if threading.current_thread() is threading.main_thread():
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
 
+  def waits_for_another(job: _Job) -> bool:
+    """Whether the job starts from the checkpoint of a point still pending or running."""
+    source = os.path.abspath(job.config.get('init_from') or os.sep)
+    return any(source.startswith(os.path.abspath(sweep.point_dir(other.point)) + os.sep)
+               for other in pending + running if other is not job)
+
   def can_start(job: _Job) -> bool:
+    if waits_for_another(job):
+      return False
     if job.data_key is None or os.path.exists(os.path.join(job.data_key, 'examples.jsonl')):
       return True
     return all(other.data_key != job.data_key for other in running)

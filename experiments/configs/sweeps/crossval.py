@@ -18,7 +18,10 @@ Rows: model x mode, all classes of the corpus (7 on Emo-DB, 8 on RAVDESS).
          speaker-blind only, run last: the slowest by far)
   mode   speaker-blind (spectrograms on the build's fixed dB scale) or speaker-normalised (standardised
          per speaker over the speaker's unlabelled clips, test speakers included: transductive)
-Presets: emodb | ravdess (one required); smoke; blind or normalised (that mode only); nopaper.
+         recipe+pretrain-<other> (preset `pretrained`): the recipe fine-tuned from a run on the other corpus
+         (RAVDESS for Emo-DB and back, named by --config.pretrain_root; in each mode), which is a point
+         of the sweep too, run first: its row is that run on its own held-out speaker of the other corpus
+Presets: emodb | ravdess (one required); smoke; blind or normalised (that mode only); nopaper; pretrained.
 """
 from emojax import corpora, sweeps
 from emojax import splits
@@ -26,7 +29,7 @@ from emojax.corpora.base import Utterance
 from experiments.configs import common
 from experiments.configs import sweeps as sweep_files
 
-PRESETS = ('emodb', 'ravdess', 'smoke', 'blind', 'normalised', 'nopaper')
+PRESETS = ('emodb', 'ravdess', 'smoke', 'blind', 'normalised', 'nopaper', 'pretrained')
 MODES = {'speaker-blind': {'data.normalize': 'none'}, 'speaker-normalised': {'data.normalize': 'speaker'}}
 BASELINES = ('egemaps_logreg', 'egemaps_svm', 'mfcc_logreg', 'mfcc_svm')
 SEEDS = 3  # of the network per fold: the report gives their mean and their ensemble (probabilities averaged)
@@ -35,6 +38,14 @@ INGREDIENTS_OFF = {'data.augment.freq_masks': 0, 'data.augment.time_masks': 0, '
                    'train.mixup_alpha': 0.0, 'optim.label_smoothing': 0.0, 'optim.schedule': 'constant',
                    'optim.warmup_epochs': 0.0, 'model.pooling': 'last'}
 # The paper's recipe: no ingredient, its front end and length-one RNN (configs/emodb.py's epochs and lr kept).
+# Cross-corpus pre-training (preset `pretrained`): the recipe trained on the OTHER corpus (every class, its
+# own speaker split), in clips at this corpus's time scale; the folds' runs start from its encoder (the
+# classifier head starts afresh). Nothing of this corpus's speakers is seen before fine-tuning.
+OTHER = {'emodb': 'ravdess', 'ravdess': 'emodb'}
+PRETRAIN = {'emodb': {'corpus.name': 'ravdess', 'data.variant': 'ds2', 'data.clip_seconds': 2.0, 'train.num_epochs': 30},
+            'ravdess': {'corpus.name': 'emodb', 'data.variant': 'ds1', 'train.num_epochs': 30}}
+POINT_WINS = ('corpus.root',)  # the pre-training points read the other corpus
+ENCODER = ('convs', 'layers_0', 'layers_1', 'fc')  # cnn_rnn's parameters but the head
 PAPER = {**INGREDIENTS_OFF, 'data.frontend': 'faithful', 'data.audio_size': (200, 300), 'data.normalize': 'none',
          'model.time_scan': False}
 
@@ -48,6 +59,7 @@ def get_config(arg=None):
   c.data.class_set = 'all'
   c.data.split = 'folds'
   c.data.num_folds = 5 if 'ravdess' in chosen else 0
+  c.pretrain_root = ''  # preset `pretrained`: the other corpus's folder (RAVDESS for emodb, Emo-DB for ravdess)
   return c
 
 
@@ -67,11 +79,31 @@ def get_sweep(arg, config):
                'blind' if 'blind' in chosen else 'normalised')}
   folds = sweeps.folds(2 if 'smoke' in chosen else num_folds(config))
   mode = sweeps.options('mode', modes)
+  networks = {'recipe': {}}
+  points = []
+  if 'pretrained' in chosen:
+    corpus = 'emodb' if 'emodb' in chosen else 'ravdess'
+    if not config.pretrain_root:
+      raise ValueError(f'The pretrained preset trains on {OTHER[corpus]} first: name its folder with '
+                       '--config.pretrain_root=/path/to/' + OTHER[corpus])
+    name = f'pretrain-{OTHER[corpus]}'
+    overrides = {**PRETRAIN[corpus], 'corpus.root': config.pretrain_root}
+    if 'smoke' in chosen:
+      del overrides['train.num_epochs']
+    pretrain = sweeps.product(sweeps.options('model', {name: overrides}), mode)
+    points += pretrain  # first: the fine-tuning points wait for them
+    networks[f'recipe+{name}'] = {}
+    fine_tune = {p.axes[1].label: {'init_from': f'{sweeps.SWEEP_DIR}/{p.name}/checkpoints/latest',
+                                   'init_keys': ENCODER} for p in pretrain}
   # The network: every fold of seed 0 first, then of seed 1, ... (an interrupted sweep has whole passes).
-  points = [p for seed in range(1 if 'smoke' in chosen else SEEDS)
-            for p in sweeps.product(sweeps.options('model', recipe={}), mode, folds, sweeps.seeds([seed]))]
+  for seed in range(1 if 'smoke' in chosen else SEEDS):
+    for network, overrides in networks.items():
+      for mode_point in mode:
+        extra = fine_tune[mode_point.axes[0].label] if network != 'recipe' else {}
+        points += sweeps.product(sweeps.options('model', {network: {**overrides, **extra}}), mode_point, folds,
+                                 sweeps.seeds([seed]))
   baselines = ('mfcc_logreg',) if 'smoke' in chosen else BASELINES  # deterministic: one seed
-  points += sweeps.product(sweeps.options('model', {name: {'model.name': name} for name in baselines}), mode, folds)
+  points += sweeps.product(sweeps.options('model', {n: {'model.name': n} for n in baselines}), mode, folds)
   if 'nopaper' not in chosen and 'speaker-blind' in modes:
     points += sweeps.product(sweeps.options('model', paper=PAPER), sweeps.options('mode', {'speaker-blind': {}}),
                              folds)
