@@ -617,3 +617,54 @@ def test_a_baseline_point_is_stale_only_on_the_fields_baselines_read(tmp_path):
   recorded['data']['normalize'] = 'speaker'
   (tmp_path / 'sweep' / 'model.name=mfcc_svm' / 'config.json').write_text(json.dumps(recorded))
   assert sweeps.stale_points(sweep) == ["model.name=mfcc_svm: data.normalize 'speaker' there, 'none' now"]
+
+
+def test_a_point_starting_from_another_s_checkpoint_waits_for_it(tmp_path, fake_runner, monkeypatch):
+  monkeypatch.setenv('FAKE_RUN_SLEEP', '1')
+  expr = ("sweeps.options('run', first={'seed': 0}, "
+          "second={'seed': 1, 'init_from': sweeps.SWEEP_DIR + '/run=first/checkpoints/latest'}, third={'seed': 2})")
+  sweep = _load(tmp_path, expr)
+  assert sweep.configs[1].init_from == os.path.join(sweep.workdir, 'run=first/checkpoints/latest')
+  assert f'--config.init_from={sweep.workdir}/run=first/checkpoints/latest' in sweep.command(sweep.points[1])
+  status = sweeps.run(sweep, jobs=2, runner=fake_runner, poll_s=0.01, out=lambda s: None)
+  assert set(status.values()) == {'done'}
+  start = {c['point']: c['start'] for c in _calls(sweep) if 'start' in c}
+  end = {c['point']: c['end'] for c in _calls(sweep) if 'end' in c}
+  assert start['run=second'] >= end['run=first']  # waited for its checkpoint's point
+  assert start['run=third'] < end['run=first']    # meanwhile the free slot went to the next independent point
+
+
+def test_a_point_may_override_a_command_line_field_only_when_the_sweep_file_allows_it(tmp_path):
+  path = _write_sweep_file(tmp_path / 'mysweep.py', "[{'corpus.root': '/other'}]")
+  with pytest.raises(sweeps.SweepError, match='set both by the sweep and on the command line'):
+    sweeps.load(path, path, workdir=str(tmp_path / 'a'), global_flags=['--config.corpus.root=/mine'])
+  with open(path, 'a') as f:
+    f.write("\nPOINT_WINS = ('corpus.root',)\n")
+  sweep = sweeps.load(path, path, workdir=str(tmp_path / 'b'), global_flags=['--config.corpus.root=/mine'])
+  command = sweep.command(sweep.points[0])
+  assert command.index('--config.corpus.root=/other') > command.index('--config.corpus.root=/mine')  # last wins
+
+
+def test_crossval_pretrained_runs_the_other_corpus_first_and_fine_tunes_from_it(tmp_path):
+  root = _miniature_emodb(tmp_path / 'emodb', speakers=('03', '08', '09', '10'))
+  module = sweeps.load_module(os.path.join(SWEEP_DIR, 'crossval.py'))
+  base = module.get_config('emodb,pretrained,nopaper')
+  base.corpus.root = str(root)
+  with pytest.raises(ValueError, match='pretrain_root'):
+    module.get_sweep('emodb,pretrained,nopaper', base)
+  base.pretrain_root = '/data/ravdess'
+  flags = [f'--config.corpus.root={root}', '--config.pretrain_root=/data/ravdess']
+  sweep = sweeps.load('configs/sweeps/crossval.py:emodb,pretrained,nopaper', os.path.join(SWEEP_DIR, 'crossval.py'),
+                      base=base, global_flags=flags, workdir=str(tmp_path / 'cv'))
+  assert len(sweep.points) == 2 + 2 * 3 * 2 * 4 + 4 * 2 * 4  # pre-training per mode; 2 networks x 3 seeds; baselines
+  first = sweep.configs[:2]
+  assert [(c.corpus.name, c.corpus.root, c.data.variant, c.data.clip_seconds, c.data.normalize) for c in first] == [
+      ('ravdess', '/data/ravdess', 'ds2', 2.0, 'none'), ('ravdess', '/data/ravdess', 'ds2', 2.0, 'speaker')]
+  tuned = [(p, c) for p, c in zip(sweep.points, sweep.configs) if c.init_from]
+  assert len(tuned) == 2 * 3 * 4
+  for point, config in tuned:
+    mode = dict((a.name, a.label) for a in point.axes)['mode']
+    assert config.init_from == os.path.join(sweep.workdir, f'model=pretrain-ravdess,mode={mode}', 'checkpoints',
+                                            'latest')
+    assert tuple(config.init_keys) == module.ENCODER and config.corpus.name == 'emodb'
+    assert config.corpus.root == str(root) and config.data.normalize == module.MODES[mode]['data.normalize']
