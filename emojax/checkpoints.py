@@ -39,6 +39,13 @@ class RunCheckpoints:
     _save(self.best, step, state, {**meta, 'metrics': metrics}, metrics=metrics)
     return True
 
+  def describe(self) -> str:
+    """Where the latest and best checkpoints are (for messages)."""
+    parts = [f'{name} {os.path.join(manager.directory, str(step))}' for name, manager, step in (
+        ('latest', self.latest, self.latest.latest_step()), ('best', self.best, self.best.best_step()))
+             if step is not None]
+    return ', '.join(parts) if parts else 'none (the run saved no checkpoint yet: a rerun starts afresh)'
+
   def has_best(self) -> bool:
     return self.best.best_step() is not None
 

@@ -103,6 +103,15 @@ def _variables(state: TrainState, params) -> dict[str, Any]:
   return {'params': params, 'batch_stats': state.batch_stats}
 
 
+class Diverged(RuntimeError):
+  """Training produced non-finite numbers for too long, or a non-finite model output."""
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  return jax.tree_util.tree_reduce(jnp.logical_and, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree),
+                                   jnp.array(True))
+
+
 def apply_if_finite(state: TrainState, new_state: TrainState, finite: jax.Array) -> TrainState:
   """Keeps the old parameters, optimizer state and statistics when the step produced a non-finite loss or
   gradient. The step count advances either way: it counts the batches consumed, so the loop can count
@@ -122,8 +131,8 @@ def _apply_train(state: TrainState, params, inputs, rng, method=None):
 def _step(loss_fn: Callable, frozen: tuple[str, ...] = (), frozen_steps: int = 0) -> Callable:
   """Wraps `loss_fn(state, params, batch, rng) -> (loss, (metrics, batch_stats))` into a jitted update.
 
-  The loss and gradient norm are checked: a non-finite step leaves the state as it
-  was and reports finite=False. Parameter subtrees named in `frozen` (e.g. the
+  The loss, the gradient norm and the updated parameters are checked: a non-finite step leaves
+  the state as it was and reports finite=False. Parameter subtrees named in `frozen` (e.g. the
   pre-trained encoders) stay fixed for the first `frozen_steps` steps.
   """
 
@@ -135,8 +144,8 @@ def _step(loss_fn: Callable, frozen: tuple[str, ...] = (), frozen_steps: int = 0
       grads = {k: jax.tree_util.tree_map(lambda g: jnp.where(thawed, g, 0.0), v) if k in frozen else v
                for k, v in grads.items()}
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.apply_gradients(grads=grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.params)
     if frozen:  # AdamW's weight decay would still move frozen weights: keep them exactly
       new_state = new_state.replace(params={
           k: jax.tree_util.tree_map(lambda new, old: jnp.where(thawed, new, old), v, state.params[k])
@@ -237,6 +246,9 @@ def evaluate(state: TrainState, data: loader.Split, batch_size: int, num_classes
     valid = _gather(batch['valid'])
     windows = [_gather(eval_step(state, window)) for window in data.windows(batch)]
     probabilities.append(np.mean(windows, axis=0)[valid])
+    if not np.all(np.isfinite(probabilities[-1])):
+      raise Diverged('Non-finite model outputs at evaluation: the parameters are finite but the model overflows '
+                     '(a destructive update, e.g. a learning rate far too high). Nothing was scored or saved.')
     confusion += metrics.confusion_matrix(_gather(batch['label'])[valid], probabilities[-1].argmax(-1), num_classes)
   return {**metrics.classification_metrics(confusion), 'probabilities': np.concatenate(probabilities)}
 
@@ -340,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   epoch_train = [r for r in log.read() if r['split'] == 'train' and r['epoch'] == epoch]
   state = replicate(state, mesh)
 
-  final, stopped_early = None, False
+  final, stopped_early, bad_steps = None, False, 0
   while epoch < tc.num_epochs:
     if _patience_spent(ckpts, epoch, tc.early_stopping_patience):
       print(f'Stopping early: validation {best_metric} has not improved for {tc.early_stopping_patience} epochs.')
@@ -352,15 +364,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     pending = []  # (step, metrics still on the device)
 
     def flush():
-      """Brings the pending steps' metrics to the host (one transfer) and logs them."""
+      """Brings the pending steps' metrics to the host (one transfer) and logs them; stops a run whose
+      last max_bad_steps steps were all non-finite."""
+      nonlocal bad_steps
       for done, m in jax.device_get(pending):
         m = {k: float(v) for k, v in m.items()}
+        bad_steps = 0 if m['finite'] else bad_steps + 1
         if not m['finite']:
-          print(f'step {done - 1}: non-finite loss or gradient ({m["loss"]}); update skipped.')
+          print(f'step {done}: non-finite loss, gradient or update (loss {m["loss"]}); update skipped.')
         record = {'split': 'train', 'step': done, 'epoch': epoch, **m}
         log.write(record)
         epoch_train.append(record)
         bar.set_postfix(loss=f'{m["loss"]:.3f}')
+        if bad_steps >= tc.max_bad_steps:
+          raise Diverged(f'Training diverged: steps {done - bad_steps + 1}-{done} were all non-finite (loss, '
+                         f'gradient or update), so the run stopped. Last good checkpoint: '
+                         f'{ckpts.describe()}. Lower optim.learning_rate or set optim.max_grad_norm, then '
+                         'rerun in a new workdir (or this one: it resumes from the last good checkpoint).')
       pending.clear()
 
     for batch in bar:
@@ -372,7 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoint = tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0 and position < steps_per_epoch
       if checkpoint or len(pending) >= tc.log_every_steps:
         flush()
-      if checkpoint:
+      if checkpoint and not bad_steps:  # a state just after skipped steps may be the start of a divergence
         ckpts.save_latest(step, state, {'epoch': epoch, 'position': position})
     flush()
     epoch, position = epoch + 1, 0

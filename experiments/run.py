@@ -10,6 +10,7 @@ from the current directory. Rerunning a command whose workdir holds a
 checkpoint resumes it. The baselines (emojax.baselines: eGeMAPS or MFCC statistics with
 logistic regression or an RBF SVM) are models by name too; they fit in seconds, with no epochs.
 """
+import contextlib
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import baselines, loader, models, train
+from emojax import baselines, loader, models, train, workdirs
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -42,30 +43,45 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value or config.workdir
   os.makedirs(workdir, exist_ok=True)
+  if config.eval_only:  # reads the workdir only: no lock
+    evaluate_only(config, workdir)
+    return
+  # One process at a time per workdir (process 0 of a multi-host run holds it for all).
+  try:
+    with workdirs.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+      train_or_fit(config, workdir)
+  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def evaluate_only(config, workdir: str) -> None:
+  data = loader.load_data(config, workdir)
+  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
+  result = train.evaluate_checkpoint(config.init_from or workdir, data, model, config)
+  print(json.dumps({k: result[k] for k in ('checkpoint', 'accuracy', 'unweighted_accuracy', 'count')}))
+  if result['recorded'] is not None:
+    same = all(result[k] == v for k, v in result['recorded'].items())
+    print('matches the metrics recorded with the checkpoint' if same else
+          f"DIFFERS from the metrics recorded with the checkpoint: {result['recorded']}")
+
+
+def train_or_fit(config, workdir: str) -> None:
   if baselines.is_baseline(config.model.name):  # features + scikit-learn: no epochs, no checkpoints
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=1))
+    workdirs.write_config(workdir, config)
     summary = baselines.train_and_evaluate(config, workdir)
     print(f"\nBaseline {config.model.name} ({summary['mode']}): {summary['description']}.")
     if 'best' in summary:
       print(f"  {summary['best']['description']}.")
     print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')
     return
+  # A resumed run keeps its identity: a changed field stops here, before any work, unless allowed.
+  for change in workdirs.check_config(workdir, config):
+    print(f'Resuming with a changed config: {change}')
   data = loader.load_data(config, workdir)
   model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
   print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s)): {model.plan.describe()}')
-
-  if config.eval_only:
-    result = train.evaluate_checkpoint(config.init_from or workdir, data, model, config)
-    print(json.dumps({k: result[k] for k in ('checkpoint', 'accuracy', 'unweighted_accuracy', 'count')}))
-    if result['recorded'] is not None:
-      same = all(result[k] == v for k, v in result['recorded'].items())
-      print('matches the metrics recorded with the checkpoint' if same else
-            f"DIFFERS from the metrics recorded with the checkpoint: {result['recorded']}")
-    return
-
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json(indent=1))
+  workdirs.write_config(workdir, config)
   summary = train.train_and_evaluate(config, workdir, data=data, model=model)
   print(f"\nDone after {summary['final']['epoch']} epochs: {summary['description']}.")
   if 'best' in summary:

@@ -172,3 +172,14 @@ def test_evaluation_averages_the_probabilities_of_the_time_windows():
   expected = np.mean([train.eval_step(state, {'audio': images[:, :, s:s + 5]}) for s in (0, 4)], axis=0)
   np.testing.assert_allclose(result['probabilities'], expected, rtol=1e-5, atol=1e-6)
   assert result['count'] == 5
+
+
+def test_evaluation_refuses_non_finite_outputs():
+  from emojax import loader
+  source = [{'audio': np.full((6, 5, 1), 1e30, np.float32), 'label': np.int64(i % 3)} for i in range(4)]
+  split = loader.Split(source, list(range(4)))
+  state = _state()
+  state = state.replace(params=jax.tree_util.tree_map(lambda p: p * 1e30, state.params))  # finite, overflowing
+  with pytest.raises(train.Diverged, match='Non-finite model outputs at evaluation'):
+    train.evaluate(state, split, 4, 3, train.data_mesh())
+

@@ -34,6 +34,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.init_keys = ()                # parameter subtrees taken from init_from (empty: all)
   c.freeze_steps = 0              # keep the init_keys subtrees frozen for this many steps
   c.eval_only = False             # restore init_from (or the workdir's best) and evaluate only
+  c.allow_changes = ()            # fields a resumed run may change (else a changed field stops it; emojax.workdirs)
   c.objective = 'cross_entropy'   # cross_entropy | contrastive (encoder pre-training)
 
   c.contrastive = ml_collections.ConfigDict()
@@ -122,6 +123,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.train.checkpoint_every_steps = 25
   c.train.log_every_steps = 10    # metrics stay on the device between host transfers (and at checkpoints)
   c.train.mixup_alpha = 0.0       # > 0: mixup of inputs and targets, weight ~ Beta(alpha, alpha)
+  c.train.max_bad_steps = 20       # consecutive non-finite steps (each skipped) before the run stops as diverged
   c.train.early_stopping_patience = 0  # stop when validation has not improved for this many epochs (0: off)
 
   if 'smoke' in chosen:
