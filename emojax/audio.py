@@ -84,6 +84,8 @@ def load_waveform(path: str, *, sample_rate: int | None = None, start: float | N
     wave = wave[first:last]
   if wave.size == 0:
     raise ValueError(f'{path}: no audio samples in the requested range.')
+  if not np.all(np.isfinite(wave)):  # before the clip below, which would turn +/-inf into +/-1
+    raise ValueError(f'{path}: non-finite samples (NaN or inf) in the waveform.')
   if sample_rate is not None and sample_rate != sr:
     wave, sr = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate), sample_rate
   return np.clip(wave, -1.0, 1.0).astype(np.float32), int(sr)

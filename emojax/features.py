@@ -58,6 +58,12 @@ class FeatureSpec:
       raise ValueError(f"Unknown video crop {self.video_crop!r}; expected 'fixed' or 'face'.")
     if self.augment_copies < 0:
       raise ValueError(f'augment_copies must be >= 0, got {self.augment_copies}.')
+    for name in ('audio_size', 'video_size'):
+      size = getattr(self, name)
+      if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
+        raise ValueError(f'data.{name} must be (height, width), two positive integers; got {size!r}.')
+    if self.clip_seconds <= 0:
+      raise ValueError(f'data.clip_seconds must be > 0, got {self.clip_seconds}.')
 
   @property
   def audio_channels(self) -> int:

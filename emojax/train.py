@@ -22,7 +22,7 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from emojax import checkpoints, files, metrics, objectives
+from emojax import checkpoints, features, files, metrics, objectives
 
 if TYPE_CHECKING:
   from emojax import loader
@@ -313,6 +313,28 @@ def _describe(result: dict[str, Any], side: str = 'test') -> str:
   return (f"{side} audio->video recall@1 {result['recall_at_1']:.4f} (chance {result['chance_at_1']:.4f}), "
           f"recall@5 {result['recall_at_5']:.4f}, distance positive {result['distance_positive']:.3f} "
           f"vs negative {result['distance_negative']:.3f}")
+
+
+class InvalidConfig(ValueError):
+  """A run config that cannot work."""
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises InvalidConfig naming the fields that cannot work (training numbers, the model name, the
+  feature sizes), before any data is built."""
+  try:
+    features.spec_from_config(config)
+  except ValueError as e:
+    raise InvalidConfig(str(e)) from None
+  tc, oc = config.train, config.optim
+  problems = [f'{name} must be {rule}, got {value!r}' for name, value, ok, rule in (
+      ('train.num_epochs', tc.num_epochs, tc.num_epochs >= 1, '>= 1'),
+      ('train.batch_size', tc.batch_size, tc.batch_size >= 1, '>= 1'),
+      ('train.max_bad_steps', tc.max_bad_steps, tc.max_bad_steps >= 1, '>= 1'),
+      ('optim.learning_rate', oc.learning_rate, oc.learning_rate > 0, '> 0'),
+      ('optim.weight_decay', oc.weight_decay, oc.weight_decay >= 0, '>= 0')) if not ok]
+  if problems:
+    raise InvalidConfig('Invalid config: ' + '; '.join(problems) + '.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -50,7 +50,7 @@ def main(argv):
   try:
     with workdirs.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       train_or_fit(config, workdir)
-  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged) as e:
+  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
 
@@ -75,6 +75,7 @@ def train_or_fit(config, workdir: str) -> None:
       print(f"  {summary['best']['description']}.")
     print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')
     return
+  train.check_config(config)  # an unknown model, bad sizes or numbers: an error now, not after the build
   # A resumed run keeps its identity: a changed field stops here, before any work, unless allowed.
   for change in workdirs.check_config(workdir, config):
     print(f'Resuming with a changed config: {change}')

@@ -233,6 +233,16 @@ def test_load_wav_with_start_end_and_resampling(tmp_path):
   assert new_sr == 16000 and len(resampled) == 4 * sr
 
 
+def test_infinite_samples_are_refused_not_clipped(tmp_path):
+  path = str(tmp_path / 'inf.wav')
+  wave = np.full(1600, 0.1, np.float32)
+  wave[100] = np.inf
+  wave[200] = -np.inf  # no NaN anywhere: the clip to [-1, 1] would have hidden these
+  sf.write(path, wave, 16000, subtype='FLOAT')
+  with pytest.raises(ValueError, match='non-finite samples'):
+    audio.load_waveform(path)
+
+
 def test_load_real_emodb_wav():
   path = data_files('emodb/wav/*.wav')[0]
   wave, sr = audio.load_waveform(path)

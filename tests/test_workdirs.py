@@ -1,6 +1,7 @@
 """One process per workdir (a lock), the config as a resumed run's identity, and divergence stopping a run."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,21 @@ def test_divergence_stops_the_run_with_consistent_steps_and_nothing_saved(tmp_pa
   assert steps == [1, 2, 3]  # one line per step number
   assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == ['1']  # never a state after a skipped step
   assert not os.listdir(workdir / 'checkpoints' / 'best')
+
+
+def test_a_config_that_cannot_work_stops_before_any_data_is_built(tmp_path):
+  from emojax import train
+  from experiments.configs import cnn
+  for field, value, message in (('model.name', 'foo', "Unknown model 'foo'"),
+                                ('train.num_epochs', 0, 'train.num_epochs must be >= 1, got 0'),
+                                ('data.audio_size', (64,), 'data.audio_size must be (height, width)'),
+                                ('optim.learning_rate', -0.1, 'optim.learning_rate must be > 0')):
+    config = cnn.get_config('smoke')
+    section, name = field.split('.')
+    config[section][name] = value
+    with pytest.raises(train.InvalidConfig, match=re.escape(message)):
+      train.check_config(config)
+  done = _run('--config=configs/cnn.py:smoke', f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={tmp_path / "a"}',
+              '--config.train.num_epochs=0')
+  assert done.returncode == 2 and 'Error: Invalid config: train.num_epochs must be >= 1' in done.stderr
+  assert not os.path.exists(tmp_path / 'a') and 'Traceback' not in done.stderr

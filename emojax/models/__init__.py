@@ -63,6 +63,8 @@ def get_model(name: str, *, num_classes: int, conv_impl: str = 'fast', pool_impl
 
 def reads_video(name: str) -> bool:
   """Whether the model `name` reads face video (else audio only)."""
+  if name not in INPUTS:
+    raise ValueError(f'Unknown model {name!r}; expected one of {sorted(MODELS)} (or a baseline of emojax.baselines).')
   return 'video' in INPUTS[name]
 
 
