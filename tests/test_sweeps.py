@@ -9,11 +9,13 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 
 from emojax import reports, sweeps
 from experiments.configs import common
+
+sys.path.insert(0, os.path.dirname(__file__))
+import miniature_emodb  # noqa: E402  (a helper next to this file; the cross-validation e2e is tests/test_notebooks.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_DIR = os.path.join(ROOT, 'experiments', 'configs', 'sweeps')
@@ -495,24 +497,8 @@ def test_progress_reads_the_metrics_log(tmp_path):
   assert sweeps.progress(str(tmp_path), 10) == 'epoch 3/10 done, step 45'
 
 
-def _miniature_emodb(root, speakers=('03', '08', '09', '10'), per_emotion=2):
-  """Emo-DB's layout (wav/SSTTTEV.wav) with generated voices: each emotion its own pitch and loudness."""
-  import soundfile  # pylint: disable=import-outside-toplevel
-  os.makedirs(root / 'wav')
-  rng = np.random.default_rng(0)
-  sr = 16000
-  t = np.arange(int(0.6 * sr)) / sr
-  for s, speaker in enumerate(speakers):
-    for e, emotion in enumerate('WLEAFTN'):
-      for v in range(per_emotion):
-        pitch = 110 * (1 + 0.15 * e) * (1 + 0.05 * s)
-        wave = (0.05 + 0.04 * e) * np.sin(2 * np.pi * pitch * t * (1 + 0.1 * v * t)) + 0.005 * rng.normal(size=t.size)
-        soundfile.write(root / 'wav' / f'{speaker}a0{v + 1}{emotion}{"ab"[v]}.wav', wave.astype(np.float32), sr)
-  return root
-
-
 def test_crossval_sweeps_count_the_corpus_speakers_and_need_a_corpus(tmp_path):
-  root = _miniature_emodb(tmp_path / 'emodb', speakers=('03', '08', '09', '10', '11'))
+  root = miniature_emodb.make_miniature_emodb(tmp_path / 'emodb', speakers=('03', '08', '09', '10', '11'))
   flags = [f'--config.corpus.root={root}']
   for name, arg, count in (('crossval', 'emodb', (3 + 4) * 2 * 5 + 5), ('crossval', 'emodb,normalised', 7 * 5),
                            ('crossval', 'emodb,blind,nopaper', 7 * 5), ('recipe', 'emodb', 7 * 5)):
@@ -532,36 +518,6 @@ def test_crossval_sweeps_count_the_corpus_speakers_and_need_a_corpus(tmp_path):
     sweeps.load('configs/sweeps/crossval.py:emodb', os.path.join(SWEEP_DIR, 'crossval.py'))
   with pytest.raises(ValueError, match='Name the corpus'):
     sweeps.load('configs/sweeps/crossval.py', os.path.join(SWEEP_DIR, 'crossval.py'))
-
-
-@pytest.mark.e2e
-def test_tiny_cross_validation_end_to_end_and_rerun_gives_the_same_table(tmp_path):
-  root = _miniature_emodb(tmp_path / 'emodb')
-  workdir = tmp_path / 'cv'
-
-  def sweep(*args):
-    return subprocess.run([sys.executable, '-m', 'experiments.sweep', '--config=configs/sweeps/crossval.py:emodb,smoke,'
-                           'normalised', f'--workdir={workdir}', f'--config.corpus.root={root}',
-                           f'--config.data.data_dir={tmp_path / "arrays"}', *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-
-  result = sweep()
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  report = json.load(open(workdir / 'report.json'))
-  rows = {tuple(map(tuple, r['row'])): r for r in report['rows']}
-  assert set(rows) == {(('model', 'recipe'), ('mode', 'speaker-normalised')),
-                       (('model', 'mfcc_logreg'), ('mode', 'speaker-normalised'))}
-  for row in rows.values():
-    assert row['n'] == 2 and row['stats']['final.accuracy']['n'] == 2 and row['stats']['best.accuracy']['n'] == 2
-    assert len(row['per_class_recall']['final']) == 7
-  tested = [json.load(open(workdir / p['name'] / 'split.json'))['test_units'] for p in report['points']]
-  assert tested == [['03'], ['08'], ['03'], ['08']]  # fold k holds out the k-th speaker, for networks and baselines
-  markdown = (workdir / 'report.md').read_text()
-  assert 'mfcc_logreg' in markdown and 'speaker-normalised' in markdown and os.path.exists(workdir / 'report.png')
-
-  again = sweep()
-  assert again.returncode == 0 and again.stdout.count('] skipped ') == 4
-  assert json.load(open(workdir / 'report.json'))['rows'] == report['rows']
 
 
 def test_seed_ensemble_averages_probabilities_per_fold_hand_computed(tmp_path):
@@ -646,7 +602,7 @@ def test_a_point_may_override_a_command_line_field_only_when_the_sweep_file_allo
 
 
 def test_crossval_pretrained_runs_the_other_corpus_first_and_fine_tunes_from_it(tmp_path):
-  root = _miniature_emodb(tmp_path / 'emodb', speakers=('03', '08', '09', '10'))
+  root = miniature_emodb.make_miniature_emodb(tmp_path / 'emodb', speakers=('03', '08', '09', '10'))
   module = sweeps.load_module(os.path.join(SWEEP_DIR, 'crossval.py'))
   base = module.get_config('emodb,pretrained,nopaper')
   base.corpus.root = str(root)
