@@ -577,6 +577,7 @@ def test_a_baseline_point_is_stale_only_on_the_fields_baselines_read(tmp_path):
 
 def test_a_point_starting_from_another_s_checkpoint_waits_for_it(tmp_path, fake_runner, monkeypatch):
   monkeypatch.setenv('FAKE_RUN_SLEEP', '1')
+  monkeypatch.setattr(sweeps, 'data_key', lambda config: None)  # no array build to wait for: only the checkpoint
   expr = ("sweeps.options('run', first={'seed': 0}, "
           "second={'seed': 1, 'init_from': sweeps.SWEEP_DIR + '/run=first/checkpoints/latest'}, third={'seed': 2})")
   sweep = _load(tmp_path, expr)
