@@ -254,14 +254,14 @@ def _statistics(images: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def find_recordings(paths: Sequence[str]) -> list[str]:
-  """Files named, and the recordings (by extension) under folders named, sorted within each folder."""
+  """Files named, and every file under folders named (hidden ones aside), sorted within each folder: none
+  is dropped silently, so a file of an unsupported type gets its own error row."""
   found = []
   for path in paths:
     if os.path.isdir(path):
       for root, dirs, names in os.walk(path):
-        dirs.sort()
-        found += [os.path.join(root, n) for n in sorted(names)
-                  if os.path.splitext(n)[1].lower() in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS]
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found += [os.path.join(root, n) for n in sorted(names) if not n.startswith('.')]
     else:
       found.append(path)
   return found

@@ -152,3 +152,13 @@ def test_a_pretraining_run_or_a_missing_workdir_is_a_clear_error(tmp_path):
   config.objective = 'contrastive'
   with pytest.raises(ValueError, match='no classifier'):
     inference.Predictor(config, {}, ('a', 'b'))
+
+
+def test_folders_are_walked_and_no_file_is_dropped(tmp_path):
+  (tmp_path / 'a' / 'b').mkdir(parents=True)
+  (tmp_path / '.cache').mkdir()
+  for name in ('a/2.wav', 'a/1.mp4', 'a/b/3.flac', 'a/notes.txt', 'a/.DS_Store', '.cache/x.wav'):
+    (tmp_path / name).write_text('')
+  found = inference.find_recordings([str(tmp_path), '/elsewhere/named.wav'])
+  assert found == [str(tmp_path / n) for n in ('a/1.mp4', 'a/2.wav', 'a/notes.txt', 'a/b/3.flac')] + [
+      '/elsewhere/named.wav']
