@@ -119,6 +119,16 @@ def clip_frames(frames: np.ndarray, fps: float, index: int, seconds: float) -> n
   return np.concatenate([window, np.repeat(window[-1:], length - len(window), axis=0)])
 
 
+def check_waveform(wave: np.ndarray) -> None:
+  """Raises ValueError for a waveform no feature can come from: empty, non-finite or all zeros."""
+  if wave.size == 0:
+    raise ValueError('empty audio (0 samples)')
+  if not np.all(np.isfinite(wave)):
+    raise ValueError('non-finite samples (NaN or inf) in the waveform')
+  if not np.any(wave):
+    raise ValueError('silent audio (every sample is 0)')
+
+
 def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
                        stats: collections.Counter) -> Iterator[dict[str, Any]]:
   """The feature arrays of one utterance: per clip (one for full-utterance variants) the
@@ -129,12 +139,7 @@ def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
   """
   clips_wanted, cleanup = VARIANTS[spec.variant]
   wave, sr = corpus.load_audio(utt)
-  if wave.size == 0:
-    raise ValueError('empty audio (0 samples)')
-  if not np.all(np.isfinite(wave)):
-    raise ValueError('non-finite samples (NaN or inf) in the waveform')
-  if not np.any(wave):
-    raise ValueError('silent audio (every sample is 0)')
+  check_waveform(wave)
   if cleanup:
     wave = audio.denoise(wave, sr)
   seed = zlib.crc32(utt.id.encode())  # padding noise and augmentation repeat across builds

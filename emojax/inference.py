@@ -98,13 +98,9 @@ class Predictor:
       class_names = json.load(f)['class_names']
     if checkpoint not in ('best', 'latest'):
       raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}.")
-    order = ('best', 'latest') if checkpoint == 'best' else ('latest',)
-    found = [os.path.join(workdir, 'checkpoints', name) for name in order
-             if os.path.isdir(os.path.join(workdir, 'checkpoints', name))
-             and any(d.isdigit() for d in os.listdir(os.path.join(workdir, 'checkpoints', name)))]
-    if not found:
-      raise FileNotFoundError(f'{workdir}: no checkpoint under checkpoints/{" or checkpoints/".join(order)}.')
-    step_dir = checkpoints.find_step_dir(found[0])
+    # A workdir resolves to its best checkpoint, else its latest.
+    step_dir = checkpoints.find_step_dir(workdir if checkpoint == 'best' else
+                                         os.path.join(workdir, 'checkpoints', 'latest'))
     state = checkpoints.restore_subtree(step_dir, ())
     variables = {'params': state['params']}
     if state.get('batch_stats') is not None:
@@ -133,11 +129,8 @@ class Predictor:
   def windows(self, source: str | tuple[np.ndarray, int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray, float]:
     """(one un-normalised model input per window, window starts in seconds, duration in seconds)."""
     wave, sr, frames = self._load(source)
+    features.check_waveform(wave)  # as the array build checks every utterance
     duration = len(wave) / sr
-    if not np.all(np.isfinite(wave)):
-      raise ValueError('non-finite samples (NaN or inf) in the waveform')
-    if not np.any(wave):
-      raise ValueError('silent audio (every sample is 0)')
     if duration < MIN_SECONDS:
       raise ValueError(f'too short: {duration:.3f} s of audio, the minimum is {MIN_SECONDS} s')
     clips_wanted, cleanup = features.VARIANTS[self.spec.variant]
@@ -245,12 +238,11 @@ class Predictor:
 
 
 def _statistics(images: Sequence[np.ndarray]) -> np.ndarray:
-  """(2, H, 1, C) mean and std of each row over every column of `images` (as loader.speaker_statistics)."""
+  """(2, H, 1, C) mean and std of each row over every column of `images`: loader.speaker_statistics of
+  one speaker, as training computes them."""
   if not images:
     raise ValueError('no recording to compute speaker statistics from')
-  columns = np.concatenate([image.astype(np.float64) for image in images], axis=1)
-  mean, std = columns.mean(axis=1, keepdims=True), columns.std(axis=1, keepdims=True)
-  return np.stack([mean, np.maximum(std, loader.MIN_STD)]).astype(np.float32)
+  return loader.speaker_statistics([{'audio': image} for image in images], [{'speaker': ''}] * len(images))['']
 
 
 def find_recordings(paths: Sequence[str]) -> list[str]:

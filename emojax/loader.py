@@ -27,7 +27,7 @@ ARRAY_KEYS = ('audio', 'video', 'label')
 #   speaker    on every column of every clip of the clip's speaker, test speakers included, labels unused
 #              (speaker-normalised: transductive, needs the speaker's identity and several of their clips)
 NORMALIZE = ('none', 'utterance', 'speaker')
-MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
+_MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
 
 
 def _text(value: Any) -> str:
@@ -50,7 +50,7 @@ def speaker_statistics(source: Any, examples: Sequence[dict[str, Any]]) -> dict[
   for speaker, (total, squares, count) in sums.items():
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
-    stats[speaker] = np.stack([mean, np.maximum(std, MIN_STD)]).astype(np.float32)
+    stats[speaker] = np.stack([mean, np.maximum(std, _MIN_STD)]).astype(np.float32)
   return stats
 
 
@@ -60,7 +60,7 @@ def standardize(image: np.ndarray, normalize: str, speaker_stats: np.ndarray | N
   if normalize == 'none':
     return image
   if normalize == 'utterance':
-    mean, std = image.mean(axis=1, keepdims=True), np.maximum(image.std(axis=1, keepdims=True), MIN_STD)
+    mean, std = image.mean(axis=1, keepdims=True), np.maximum(image.std(axis=1, keepdims=True), _MIN_STD)
   elif normalize == 'speaker':
     mean, std = speaker_stats
   else:

@@ -79,7 +79,8 @@ def get_sweep(arg, config):
                'blind' if 'blind' in chosen else 'normalised')}
   folds = sweeps.folds(2 if 'smoke' in chosen else num_folds(config))
   mode = sweeps.options('mode', modes)
-  networks = {'recipe': {}}
+  # Each network row: its fields in each mode (the pre-trained one starts from that mode's pre-training run).
+  networks = {'recipe': {m: {} for m in modes}}
   points = []
   if 'pretrained' in chosen:
     corpus = 'emodb' if 'emodb' in chosen else 'ravdess'
@@ -92,16 +93,14 @@ def get_sweep(arg, config):
       del overrides['train.num_epochs']
     pretrain = sweeps.product(sweeps.options('model', {name: overrides}), mode)
     points += pretrain  # first: the fine-tuning points wait for them
-    networks[f'recipe+{name}'] = {}
-    fine_tune = {p.axes[1].label: {'init_from': f'{sweeps.SWEEP_DIR}/{p.name}/checkpoints/latest',
-                                   'init_keys': ENCODER} for p in pretrain}
-  # The network: every fold of seed 0 first, then of seed 1, ... (an interrupted sweep has whole passes).
+    networks[f'recipe+{name}'] = {p.axes[1].label: {'init_from': f'{sweeps.SWEEP_DIR}/{p.name}/checkpoints/latest',
+                                                    'init_keys': ENCODER} for p in pretrain}
+  # The networks: every fold of seed 0 first, then of seed 1, ... (an interrupted sweep has whole passes).
   for seed in range(1 if 'smoke' in chosen else SEEDS):
-    for network, overrides in networks.items():
+    for network, by_mode in networks.items():
       for mode_point in mode:
-        extra = fine_tune[mode_point.axes[0].label] if network != 'recipe' else {}
-        points += sweeps.product(sweeps.options('model', {network: {**overrides, **extra}}), mode_point, folds,
-                                 sweeps.seeds([seed]))
+        points += sweeps.product(sweeps.options('model', {network: by_mode[mode_point.axes[0].label]}), mode_point,
+                                 folds, sweeps.seeds([seed]))
   baselines = ('mfcc_logreg',) if 'smoke' in chosen else BASELINES  # deterministic: one seed
   points += sweeps.product(sweeps.options('model', {n: {'model.name': n} for n in baselines}), mode, folds)
   if 'nopaper' not in chosen and 'speaker-blind' in modes:
