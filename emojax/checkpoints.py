@@ -5,24 +5,40 @@ Layout under the workdir:
   checkpoints/best/<step>/{state,meta}     the best validation score so far (runs with a validation side)
 `meta` is JSON: where in the data the run stood (epoch, step within the epoch)
 and the metrics recorded with the checkpoint, so a restore can be checked.
+
+Integrity: orbax verifies no file contents (a flipped byte restores silently), so each step
+directory also holds `checksums.json`, the SHA-256 of every file orbax wrote, checked before any
+restore. A resuming run that finds its newest checkpoint damaged moves it to
+checkpoints/damaged/ (never deletes it) and falls back to the next latest, then to best.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+CHECKSUMS_FILE = 'checksums.json'
+DAMAGED_DIR = 'damaged'
+
+
+class DamagedCheckpoint(RuntimeError):
+  """A checkpoint whose files do not match the checksums written with it, or that cannot be read."""
+
 
 class RunCheckpoints:
   """The latest and best checkpoints of one workdir."""
 
-  def __init__(self, workdir: str, *, best_metric: str = 'accuracy'):
-    root = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  def __init__(self, workdir: str, *, best_metric: str = 'accuracy', keep_latest: int = 2):
+    self.root = root = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self.best_metric = best_metric
     self.latest = ocp.CheckpointManager(
-        os.path.join(root, 'latest'), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        os.path.join(root, 'latest'), options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
     self.best = ocp.CheckpointManager(
         os.path.join(root, 'best'),
         options=ocp.CheckpointManagerOptions(
@@ -38,6 +54,48 @@ class RunCheckpoints:
       return False
     _save(self.best, step, state, {**meta, 'metrics': metrics}, metrics=metrics)
     return True
+
+  def restore_newest(self, target: Any) -> tuple[Any, dict[str, Any], str] | None:
+    """(state, meta, step dir) of the newest usable checkpoint: the latest ones newest first, then best.
+
+    A damaged checkpoint is moved to checkpoints/damaged/ with a line saying so, and the next one is
+    tried; None when there is none (with a line when some were damaged: the run starts afresh).
+    """
+    damaged = self._set_aside_damaged()
+    candidates = [(self.latest, step) for step in sorted(self.latest.all_steps(), reverse=True)]
+    candidates += [(self.best, step) for step in self.best.all_steps()]
+    for manager, step in candidates:
+      step_dir = os.path.join(manager.directory, str(step))
+      try:
+        state, meta = restore(step_dir, target)
+      except Exception as error:  # pylint: disable=broad-except  (any failure to read it is damage)
+        self._move_aside(manager, step, f'it cannot be restored ({type(error).__name__}: {str(error)[:300]})')
+        damaged = True
+        continue
+      return state, meta, step_dir
+    if damaged:
+      print('No usable checkpoint is left: the run starts afresh.')
+    return None
+
+  def _set_aside_damaged(self) -> bool:
+    """Checks every checkpoint's checksums (best too: its meta is read by later epochs)."""
+    found = False
+    for manager in (self.latest, self.best):
+      for step in manager.all_steps():
+        problems = check_files(os.path.join(manager.directory, str(step)))
+        if problems:
+          self._move_aside(manager, step, '; '.join(problems[:5]) + (' ...' if len(problems) > 5 else ''))
+          found = True
+    return found
+
+  def _move_aside(self, manager: ocp.CheckpointManager, step: int, why: str) -> None:
+    source = os.path.join(manager.directory, str(step))
+    kind = os.path.basename(manager.directory)
+    target = os.path.join(self.root, DAMAGED_DIR, f'{kind}-{step}-{time.strftime("%Y%m%d-%H%M%S")}')
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(source, target)
+    manager.reload()
+    print(f'Checkpoint {source} is damaged ({why}); moved it to {target} (delete it once you no longer need it).')
 
   def describe(self) -> str:
     """Where the latest and best checkpoints are (for messages)."""
@@ -64,6 +122,60 @@ def _save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str,
                metrics=metrics, force=True)
   # Synchronous: a run killed right after this line must find a complete checkpoint.
   manager.wait_until_finished()
+  if jax.process_index() == 0:
+    write_checksums(os.path.join(manager.directory, str(step)))
+
+
+def _file_digests(step_dir: str) -> dict[str, str]:
+  digests = {}
+  for folder, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(folder, name)
+      relative = os.path.relpath(path, step_dir)
+      if relative in (CHECKSUMS_FILE, CHECKSUMS_FILE + '.tmp'):
+        continue
+      digest = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+          digest.update(chunk)
+      digests[relative] = digest.hexdigest()
+  return digests
+
+
+def write_checksums(step_dir: str) -> None:
+  """Records the SHA-256 of every file of a finished checkpoint (written atomically)."""
+  digests = _file_digests(step_dir)
+  temporary = os.path.join(step_dir, CHECKSUMS_FILE + '.tmp')
+  with open(temporary, 'w') as f:
+    json.dump(digests, f, indent=0, sort_keys=True)
+  os.replace(temporary, os.path.join(step_dir, CHECKSUMS_FILE))
+
+
+def check_files(step_dir: str) -> list[str]:
+  """What is wrong with a checkpoint's files against its checksums ([] when they match).
+
+  A checkpoint without checksums (a run killed between orbax's save and the checksums, or one written
+  before emojax recorded them) is not judged here; restoring it is its test.
+  """
+  path = os.path.join(step_dir, CHECKSUMS_FILE)
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      expected = json.load(f)
+  except (OSError, ValueError) as error:
+    return [f'{CHECKSUMS_FILE} unreadable ({error})']
+  found = _file_digests(step_dir)
+  return ([f'{name} missing' for name in sorted(set(expected) - set(found))] +
+          [f'{name} changed' for name in sorted(expected) if name in found and found[name] != expected[name]])
+
+
+def verify(step_dir: str) -> None:
+  """Raises DamagedCheckpoint when a checkpoint's files do not match its checksums."""
+  problems = check_files(step_dir)
+  if problems:
+    raise DamagedCheckpoint(f'Checkpoint {step_dir} is damaged: {"; ".join(problems)}. Use another checkpoint '
+                            '(checkpoints/latest keeps the newest few) or retrain.')
 
 
 def find_step_dir(path: str) -> str:
@@ -86,6 +198,7 @@ def find_step_dir(path: str) -> str:
 
 def restore(step_dir: str, target: Any) -> tuple[Any, dict[str, Any]]:
   """Restores (state, meta) from a step directory into the structure of `target`."""
+  verify(step_dir)
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
   restored = checkpointer.restore(
@@ -95,6 +208,7 @@ def restore(step_dir: str, target: Any) -> tuple[Any, dict[str, Any]]:
 
 def restore_subtree(step_dir: str, keys: tuple[str, ...]) -> Any:
   """Restores only the arrays under state[keys[0]][keys[1]]... (e.g. encoders for fine-tuning)."""
+  verify(step_dir)
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   restored = checkpointer.restore(step_dir, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
   for key in keys:

@@ -331,6 +331,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       ('train.num_epochs', tc.num_epochs, tc.num_epochs >= 1, '>= 1'),
       ('train.batch_size', tc.batch_size, tc.batch_size >= 1, '>= 1'),
       ('train.max_bad_steps', tc.max_bad_steps, tc.max_bad_steps >= 1, '>= 1'),
+      ('train.keep_checkpoints', tc.keep_checkpoints, tc.keep_checkpoints >= 1, '>= 1'),
       ('optim.learning_rate', oc.learning_rate, oc.learning_rate > 0, '> 0'),
       ('optim.weight_decay', oc.weight_decay, oc.weight_decay >= 0, '>= 0')) if not ok]
   if problems:
@@ -358,12 +359,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_step, evaluate_fn, best_metric = _objective(config, data, mesh)
   main_process = jax.process_index() == 0
   log = metrics.MetricsLog(os.path.join(workdir, 'metrics.jsonl'), enabled=main_process)
-  ckpts = checkpoints.RunCheckpoints(workdir, best_metric=best_metric)
+  ckpts = checkpoints.RunCheckpoints(workdir, best_metric=best_metric, keep_latest=tc.keep_checkpoints)
 
   epoch, position = 0, 0
-  if ckpts.latest.latest_step() is not None:
-    step_dir = os.path.join(ckpts.latest.directory, str(ckpts.latest.latest_step()))
-    state, meta = checkpoints.restore(step_dir, state)
+  restored = ckpts.restore_newest(state)
+  if restored:
+    state, meta, step_dir = restored
     epoch, position = meta['epoch'], meta['position']
     print(f'Resuming from {step_dir}: epoch {epoch}, batch {position} of {steps_per_epoch}.')
   elif config.init_from:

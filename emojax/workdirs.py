@@ -17,8 +17,8 @@ CONFIG_FILE = 'config.json'
 CHANGES_FILE = 'config_changes.jsonl'  # one line per accepted change of a resumed run's config
 # Fields that may change when a run resumes: they do not change what the run computes (cadence of
 # logs and checkpoints, loader workers, speed-only kernel choices) or are how a resume is asked for.
-RESUMABLE = ('train.checkpoint_every_steps', 'train.log_every_steps', 'data.num_workers', 'model.conv_impl',
-             'model.pool_impl', 'model.rnn_unroll', 'workdir', 'eval_only', 'allow_changes')
+RESUMABLE = ('train.checkpoint_every_steps', 'train.keep_checkpoints', 'train.log_every_steps', 'data.num_workers',
+             'model.conv_impl', 'model.pool_impl', 'model.rnn_unroll', 'workdir', 'eval_only', 'allow_changes')
 
 
 class WorkdirBusy(RuntimeError):

@@ -20,7 +20,7 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from emojax import inference
+from emojax import checkpoints, inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished experiments.run training run.', required=True)
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint of the workdir.')
@@ -83,7 +83,10 @@ def main(argv):
     raise app.UsageError('Name at least one recording or folder after the flags.')
   if _OUTPUT.value and not _OUTPUT.value.endswith(('.csv', '.json')):
     raise app.UsageError(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
-  predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
+  try:
+    predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
+  except (FileNotFoundError, checkpoints.DamagedCheckpoint) as e:
+    sys.exit(f'Error: {e}')
   print(f'Model {predictor.config.model.name} from {predictor.checkpoint}; classes {", ".join(predictor.class_names)}; '
         f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}.')
   stats = None

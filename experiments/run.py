@@ -25,7 +25,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import baselines, loader, models, train, workdirs
+from emojax import baselines, checkpoints, loader, models, train, workdirs
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -50,7 +50,8 @@ def main(argv):
   try:
     with workdirs.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       train_or_fit(config, workdir)
-  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig) as e:
+  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig,
+          checkpoints.DamagedCheckpoint) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
 

@@ -3,6 +3,7 @@ windows of long recordings, per-file errors, speaker statistics, and the video p
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import soundfile as sf
 
 from emojax import inference, models
 from experiments.configs import common, emodb, fusion
+from tests import test_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))
@@ -162,3 +164,14 @@ def test_folders_are_walked_and_no_file_is_dropped(tmp_path):
   found = inference.find_recordings([str(tmp_path), '/elsewhere/named.wav'])
   assert found == [str(tmp_path / n) for n in ('a/1.mp4', 'a/2.wav', 'a/notes.txt', 'a/b/3.flac')] + [
       '/elsewhere/named.wav']
+
+
+def test_a_damaged_checkpoint_is_refused_with_a_clear_error(emodb_run, tmp_path):
+  workdir, root = emodb_run
+  copy = shutil.copytree(workdir, tmp_path / 'w')
+  for kind in ('best', 'latest'):
+    for step in os.listdir(copy / 'checkpoints' / kind):
+      test_checkpoints._flip_bytes(test_checkpoints._largest_file(str(copy / 'checkpoints' / kind / step)))
+  done = _predict_cli(f'--workdir={copy}', sorted(glob.glob(os.path.join(root, 'wav', '*.wav')))[0])
+  assert done.returncode == 1 and 'Error: Checkpoint' in done.stderr and 'is damaged' in done.stderr
+  assert 'Traceback' not in done.stderr

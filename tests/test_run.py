@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from emojax import loader, models, train
+from emojax import checkpoints, loader, models, train
 from experiments.configs import fusion, pretrain
+from tests import test_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,10 +141,15 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path, data_dir, monkey
   with pytest.raises(_Killed):
     train.train_and_evaluate(config, config.workdir, data=data, model=_model(config, data))
   monkeypatch.setattr(loader.Split, 'train_batches', original)
+  # The newest checkpoint is damaged as well: the resume falls back to the one before and still matches.
+  latest = os.path.join(config.workdir, 'checkpoints', 'latest')
+  newest = os.path.join(latest, max(os.listdir(latest), key=int))
+  test_checkpoints._flip_bytes(test_checkpoints._largest_file(newest))
   resumed = train.train_and_evaluate(config, config.workdir, data=data, model=_model(config, data))
 
   for key in ('accuracy', 'unweighted_accuracy', 'confusion', 'step'):
     assert resumed['final'][key] == full['final'][key]
+  assert os.listdir(os.path.join(config.workdir, 'checkpoints', checkpoints.DAMAGED_DIR))
   logged = [json.loads(l) for l in open(os.path.join(config.workdir, 'metrics.jsonl'))]
   full_log = [json.loads(l) for l in open(os.path.join(full_config.workdir, 'metrics.jsonl'))]
   assert [r['step'] for r in logged] == [r['step'] for r in full_log]  # no duplicated records after resume

@@ -121,6 +121,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.train.batch_size = 64
   c.train.num_epochs = 10
   c.train.checkpoint_every_steps = 25
+  c.train.keep_checkpoints = 2     # latest checkpoints kept: a damaged newest one falls back to the one before
   c.train.log_every_steps = 10    # metrics stay on the device between host transfers (and at checkpoints)
   c.train.mixup_alpha = 0.0       # > 0: mixup of inputs and targets, weight ~ Beta(alpha, alpha)
   c.train.max_bad_steps = 20       # consecutive non-finite steps (each skipped) before the run stops as diverged
