@@ -147,7 +147,8 @@ def classifier(kind: str, c: float, seed: int):
   if kind == 'logreg':
     model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
   elif kind == 'svm':
-    model = SVC(C=c, kernel='rbf', gamma='scale', random_state=seed)
+    # probability=True adds Platt scaling for predict_proba (late fusion); predict keeps the decision function.
+    model = SVC(C=c, kernel='rbf', gamma='scale', probability=True, random_state=seed)
   else:
     raise ValueError(f"Unknown baseline classifier {kind!r}; expected 'logreg' or 'svm'.")
   return make_pipeline(StandardScaler(), model)
@@ -155,6 +156,13 @@ def classifier(kind: str, c: float, seed: int):
 
 def _evaluate(model, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict[str, Any]:
   return metrics.classification_metrics(metrics.confusion_matrix(y, model.predict(x), num_classes))
+
+
+def _probabilities(model, x: np.ndarray, num_classes: int) -> list[list[float]]:
+  """Class probabilities per row over all classes (a class absent from training gets 0)."""
+  out = np.zeros((len(x), num_classes))
+  out[:, model.classes_] = model.predict_proba(x)
+  return np.round(out, 6).tolist()
 
 
 def _describe(result: dict[str, Any], side: str = 'test') -> str:
@@ -208,5 +216,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     summary['best'] = {'epoch': 0, 'C': chosen, 'validation_by_C': {str(c): s for c, s in scores.items()},
                        'validation': {'accuracy': scores[chosen]}, 'test': best_test,
                        'description': f'at C={chosen} (best on validation): {_describe(best_test)}'}
+  # The test probabilities in the networks' format, so reports can fuse a baseline with a network.
+  files.write_json(os.path.join(workdir, metrics.PREDICTIONS_FILE), {
+      'class_names': list(class_names), 'utterances': [items[i].id for i in test], 'labels': y[test].tolist(),
+      'final': _probabilities(fit(1.0), x[test], len(class_names)),
+      'best': _probabilities(fit(summary['best']['C']), x[test], len(class_names)) if 'best' in summary else None})
   files.write_json(os.path.join(workdir, 'summary.json'), summary)
   return summary

@@ -10,7 +10,9 @@ points, with n. Columns: test accuracy and unweighted accuracy at the final epoc
 summary.json has a `best` entry (`summary['best']['test']`: the test split at the epoch chosen
 on validation speakers), at that checkpoint; the validation speakers' accuracy at the final epoch
 (what a recipe may be chosen on: the test speakers choose nothing); the seed ensemble where a row
-has several seeds per fold; retrieval metrics for contrastive runs.
+has several seeds per fold; retrieval metrics for contrastive runs. A sweep's FUSIONS add
+late-fusion rows (`a + b`: rows a and b's test probabilities averaged, equal weights), scored in
+the ensemble columns.
 
 Every directory under the sweep dir counts, so runs written there by other machines (the
 commands of `experiments.sweep --list`) are included: points of the sweep's definition by name,
@@ -167,11 +169,70 @@ def _ensembles(done: Sequence[dict[str, Any]], replicates: Sequence[str]) -> dic
   return out
 
 
-def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = sweeps.REPLICATES) -> dict[str, Any]:
+def _mean_probabilities(members: Sequence[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+  """{utterance: probabilities averaged over the members (seeds)}, labels; None if a member lacks them."""
+  tables = [m.get('_predictions') for m in members]
+  if not tables or any(t is None or t.get(kind) is None for t in tables):
+    return None
+  if any(t['utterances'] != tables[0]['utterances'] for t in tables):
+    return None
+  mean = np.mean([np.asarray(t[kind], np.float64) for t in tables], axis=0)
+  return {'probabilities': dict(zip(tables[0]['utterances'], mean)),
+          'labels': dict(zip(tables[0]['utterances'], tables[0]['labels']))}
+
+
+def fused_rows(entries: Sequence[dict[str, Any]], fusions: Sequence[tuple[str, Sequence[str]]],
+               replicates: Sequence[str] = sweeps.REPLICATES) -> list[dict[str, Any]]:
+  """Late fusion: for each (axis, labels), the rows that differ only in `axis`, one per label, have
+  their test probabilities averaged per utterance, each row weighing the same (a row's seeds are
+  averaged first), then scored per fold: mean/std over the folds all of them finished. Fixed equal
+  weights: nothing is chosen, on test speakers or others."""
+  finished = [e for e in entries if e['status'] == 'finished']
+  rows = []
+  for axis, labels in fusions:
+    by_context: dict[tuple, dict[str, dict[tuple, list]]] = {}
+    for e in finished:
+      label = dict((n, l) for n, l in e['axes']).get(axis)
+      if label not in labels:
+        continue
+      context = tuple((n, l) for n, l in e['axes'] if n != axis and n not in replicates)
+      fold = tuple((n, l) for n, l in e['axes'] if n in replicates and n != 'seed')
+      by_context.setdefault(context, {}).setdefault(label, {}).setdefault(fold, []).append(e)
+    for context, by_label in by_context.items():
+      if set(by_label) != set(labels):
+        continue
+      folds = sorted(set.intersection(*(set(f) for f in by_label.values())))
+      stats = {}
+      for kind in ('final', 'best'):
+        results = []
+        for fold in folds:
+          parts = [_mean_probabilities(by_label[label][fold], kind) for label in labels]
+          if any(p is None for p in parts) or any(set(p['labels']) != set(parts[0]['labels']) for p in parts):
+            results = []
+            break
+          utterances = list(parts[0]['labels'])
+          mean = np.mean([[p['probabilities'][u] for u in utterances] for p in parts], axis=0)
+          truth = np.asarray([parts[0]['labels'][u] for u in utterances])
+          results.append(metrics.classification_metrics(metrics.confusion_matrix(truth, mean.argmax(-1), mean.shape[-1])))
+        for metric in ('accuracy', 'unweighted_accuracy') if results else ():
+          values = [r[metric] for r in results]
+          mean_value, std = mean_std(values)
+          stats[f'ensemble_{kind}.{metric}'] = {'mean': mean_value, 'std': std, 'n': len(values), 'values': values}
+      if stats:
+        rows.append({'row': [[axis, ' + '.join(labels)], *[list(c) for c in context]], 'n': len(folds),
+                     'points': len(folds), 'stats': stats, 'per_class_recall': {'final': {}, 'best': {}},
+                     'replicates': [[list(f) for f in fold] for fold in folds], 'fused': [axis, list(labels)],
+                     'wall_s_mean': None, 'wall_s_total': None})
+  return rows
+
+
+def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = sweeps.REPLICATES,
+              fusions: Sequence[tuple[str, Sequence[str]]] = ()) -> dict[str, Any]:
   """Rows (axes other than the replicates, in order of first appearance) with mean/std/n per column.
 
   Rows whose points include several seeds of each fold (or of the one split) also get the seed
   ensemble: the seeds' test probabilities averaged per utterance, scored, then mean/std over folds.
+  `fusions` adds late-fusion rows (fused_rows), scored in the ensemble columns.
   """
   finished = [e for e in entries if e['status'] == 'finished']
   columns = [f'{kind}.{m}' for kind in ('final', 'best', 'validation') for m in METRICS
@@ -208,6 +269,7 @@ def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = swe
                  'replicates': [[[n, l] for n, l in e['axes'] if n in replicates] for e in done],
                  'wall_s_mean': float(np.mean(walls)) if walls else None,
                  'wall_s_total': float(np.sum(walls)) if walls else None})
+  rows += fused_rows(entries, fusions, replicates)
   ensembled = {c for r in rows for c in r['stats'] if c.startswith('ensemble_')}
   columns += [c for c in (f'ensemble_{k}.{m}' for k in ('final', 'best') for m in ('accuracy', 'unweighted_accuracy'))
               if c in ensembled]
@@ -253,6 +315,9 @@ def markdown(title: str, table: dict[str, Any], entries: Sequence[dict[str, Any]
     cells += [_cell(r['stats'].get(c, {'n': 0}), r['n']) for c in columns]
     cells += [_wall(r['wall_s_mean']), _wall(r['wall_s_total'])]
     out.append('| ' + ' | '.join(cells) + ' |')
+  if any(r.get('fused') for r in rows):
+    out += ['', 'Rows `a + b` are late fusions: per fold, the test-class probabilities of rows a and b (each a '
+            'row\'s seeds averaged first) averaged with equal weights, fixed beforehand; in the ensemble columns.']
   if plot:
     out += ['', f'![mean and population std per row]({plot})']
   classes = list(dict.fromkeys(c for r in rows for c in r['per_class_recall']['final']))
@@ -319,7 +384,7 @@ def write(sweep_dir: str, sweep: sweeps.Sweep | None = None, *, title: str | Non
   os.makedirs(sweep_dir, exist_ok=True)
   entries = gather(sweep_dir, sweep)
   replicates = sweep.replicates if sweep else sweeps.REPLICATES
-  table = aggregate(entries, replicates)
+  table = aggregate(entries, replicates, sweep.fusions if sweep else ())
   title = title or f"Sweep {sweep.name if sweep else os.path.basename(os.path.normpath(sweep_dir))}"
   if sweep is not None:
     title += f' (`{sweep.config_ref}`)'

@@ -16,6 +16,8 @@ sets one field (`values`) or several under a label (`options`). Plain dicts
 fields (`seed`, `data.fold`, the REPLICATES; a sweep file may set its own REPLICATES): the
 report averages over them. A field given on the sweep's command line cannot be set by a point
 too, unless the sweep file lists it in POINT_WINS (then the point's value wins: its flag comes last).
+FUSIONS, e.g. `[('model', ('recipe', 'egemaps_svm'))]`, asks the report for late-fusion rows: the
+rows with those labels of that axis, probabilities averaged per test utterance (emojax.reports).
 
 Nothing here imports JAX; `run` imports the feature code only for --jobs > 1.
 """
@@ -203,6 +205,7 @@ class Sweep:
   global_flags: tuple[str, ...] = ()         # --config.x=y given to the runner, passed to every point
   replicates: tuple[str, ...] = REPLICATES
   point_wins: tuple[str, ...] = ()           # fields a point may set though the command line sets them too
+  fusions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (axis, labels): report rows fused late (reports.py)
 
   def point_dir(self, point: Point) -> str:
     return os.path.join(self.workdir, point.name)
@@ -249,9 +252,10 @@ def load(config_ref: str, config_path: str, *, base: ml_collections.ConfigDict |
     raise SweepError(f'{config_path}: {e}') from None
   replicates = tuple(getattr(module, 'REPLICATES', REPLICATES))
   point_wins = tuple(getattr(module, 'POINT_WINS', ()))
+  fusions = tuple((axis, tuple(labels)) for axis, labels in getattr(module, 'FUSIONS', ()))
   sweep = Sweep(name=os.path.splitext(os.path.basename(config_path))[0], config_ref=config_ref, base=base,
                 points=points, configs=[], workdir=workdir or default_workdir(config_path, arg),
-                global_flags=tuple(global_flags), replicates=replicates, point_wins=point_wins)
+                global_flags=tuple(global_flags), replicates=replicates, point_wins=point_wins, fusions=fusions)
   sweep.configs = validate(sweep)
   return sweep
 

@@ -69,6 +69,13 @@ def test_baseline_fits_on_the_networks_split_and_writes_a_summary(tmp_path, name
   assert 0.0 <= summary['final']['accuracy'] <= 1.0 and len(summary['final']['per_class_recall']) == 4
   assert summary['best']['C'] in baselines.C_GRID and set(summary['best']['validation_by_C']) == {
       str(c) for c in baselines.C_GRID}
+  # Test probabilities for late fusion, over all classes; a logistic regression's argmax is its prediction.
+  predictions = json.load(open(tmp_path / 'baseline' / 'predictions.json'))
+  probabilities = np.asarray(predictions['final'])
+  assert probabilities.shape == (summary['final']['count'], 4) and sorted(predictions['utterances']) == sorted(ours_test(tmp_path))
+  np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+  if name.endswith('logreg'):
+    assert np.mean(probabilities.argmax(-1) == predictions['labels']) == pytest.approx(summary['final']['accuracy'])
   cached = glob.glob(str(tmp_path / 'arrays' / '*' / f'baseline_{name.split("_")[0]}_ds1.npz'))
   assert len(cached) == 1
   # The same speakers on each side as the network's split of the same config.
@@ -78,6 +85,10 @@ def test_baseline_fits_on_the_networks_split_and_writes_a_summary(tmp_path, name
   ours, theirs = (json.load(open(tmp_path / d / 'split.json')) for d in ('baseline', 'network'))
   for key in ('test_units', 'validation_units', 'test_utterances', 'validation_utterances', 'train_utterances'):
     assert ours[key] == theirs[key], key
+
+
+def ours_test(tmp_path):
+  return json.load(open(tmp_path / 'baseline' / 'split.json'))['test_utterances']
 
 
 def test_baselines_refuse_clip_variants_before_any_work(tmp_path):

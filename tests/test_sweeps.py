@@ -548,6 +548,33 @@ def test_seed_ensemble_averages_probabilities_per_fold_hand_computed(tmp_path):
   assert 'predictions' not in json.dumps(json.load(open(paths['json']))['points'])
 
 
+def test_late_fusion_rows_average_each_row_s_seed_mean_per_fold_hand_computed(tmp_path):
+  root = tmp_path / 'sweep'
+  labels = [0, 1, 1]
+
+  def point(name, probabilities, utterances=('a', 'b', 'c')):
+    _point(root, name, 0.5, 0.5, wall=1)
+    ordered = dict(zip(('a', 'b', 'c'), zip(probabilities, labels)))
+    (root / name / 'predictions.json').write_text(json.dumps(
+        {'class_names': ['x', 'y'], 'utterances': list(utterances), 'labels': [ordered[u][1] for u in utterances],
+         'final': [ordered[u][0] for u in utterances], 'best': None}))
+
+  # Fold 0: the network's seeds average to [.5,.5],[.6,.4],[.3,.7]; the baseline [.7,.3],[.3,.7],[.6,.4].
+  # Each gets 2 of 3 right; fused (equal weights): [.6,.4],[.45,.55],[.45,.55]: all right. Fold 1: the baseline alone.
+  point('model=net,data.fold=0,seed=0', [[.6, .4], [.7, .3], [.2, .8]])
+  point('model=net,data.fold=0,seed=1', [[.4, .6], [.5, .5], [.4, .6]])
+  point('model=base,data.fold=0', [[.7, .3], [.3, .7], [.6, .4]], utterances=('c', 'b', 'a'))  # written in another order
+  point('model=base,data.fold=1', [[.9, .1], [.9, .1], [.9, .1]])
+  point('model=other,data.fold=0', [[.9, .1], [.9, .1], [.9, .1]])
+  table = reports.aggregate(reports.gather(str(root)), fusions=[('model', ('net', 'base')), ('model', ('net', 'gone'))])
+  fused = [r for r in table['rows'] if r.get('fused')]
+  assert len(fused) == 1 and fused[0]['row'] == [['model', 'net + base']]
+  assert fused[0]['stats']['ensemble_final.accuracy']['values'] == [pytest.approx(1.0)]  # fold 0 only
+  assert 'ensemble_best.accuracy' not in fused[0]['stats']  # no member has best-checkpoint probabilities
+  markdown = reports.markdown('t', table, reports.gather(str(root)))
+  assert '| net + base | 1 |' in markdown and 'late fusions' in markdown
+
+
 def test_validation_accuracy_at_the_final_epoch_is_a_column(tmp_path):
   root = tmp_path / 'sweep'
   for fold, val in ((0, 0.5), (1, 0.7)):

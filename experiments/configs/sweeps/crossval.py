@@ -21,6 +21,8 @@ Rows: model x mode, all classes of the corpus (7 on Emo-DB, 8 on RAVDESS).
          recipe+pretrain-<other> (preset `pretrained`): the recipe fine-tuned from a run on the other corpus
          (RAVDESS for Emo-DB and back, named by --config.pretrain_root; in each mode), which is a point
          of the sweep too, run first: its row is that run on its own held-out speaker of the other corpus
+  recipe + egemaps_svm (and the like): late fusion, computed by the report from the points above: per
+         fold, the network's seed-averaged test probabilities and the baseline's, averaged with equal weights
 Presets: emodb | ravdess (one required); smoke; blind or normalised (that mode only); nopaper; pretrained.
 """
 from emojax import corpora, sweeps
@@ -45,6 +47,9 @@ OTHER = {'emodb': 'ravdess', 'ravdess': 'emodb'}
 PRETRAIN = {'emodb': {'corpus.name': 'ravdess', 'data.variant': 'ds2', 'data.clip_seconds': 2.0, 'train.num_epochs': 30},
             'ravdess': {'corpus.name': 'emodb', 'data.variant': 'ds1', 'train.num_epochs': 30}}
 POINT_WINS = ('corpus.root',)  # the pre-training points read the other corpus
+# Late fusion of the network with the eGeMAPS baselines (the report averages their test probabilities).
+FUSIONS = [('model', (network, baseline)) for network in ('recipe', 'recipe+pretrain-emodb', 'recipe+pretrain-ravdess')
+           for baseline in ('egemaps_logreg', 'egemaps_svm')]
 ENCODER = ('convs', 'layers_0', 'layers_1', 'fc')  # cnn_rnn's parameters but the head
 PAPER = {**INGREDIENTS_OFF, 'data.frontend': 'faithful', 'data.audio_size': (200, 300), 'data.normalize': 'none',
          'model.time_scan': False}
