@@ -325,6 +325,8 @@ def markdown(title: str, table: dict[str, Any], entries: Sequence[dict[str, Any]
     out += ['', '## Per-class recall (final epoch)', '', '| ' + ' | '.join([*axis_names, 'n', *classes]) + ' |',
             '|' + '---|' * len(axis_names) + '---:|' * (len(classes) + 1)]
     for r in rows:
+      if r.get('fused'):
+        continue  # scored from probabilities only: no per-class figures
       labels = dict((n, l) for n, l in r['row'])
       recall = r['per_class_recall']['final']
       out.append('| ' + ' | '.join([*(_md(labels.get(a, '')) for a in axis_names), str(r['n']),
@@ -349,30 +351,34 @@ def markdown(title: str, table: dict[str, Any], entries: Sequence[dict[str, Any]
 
 
 def plot(table: dict[str, Any], path: str, title: str = '') -> str | None:
-  """Grouped bars per row, one per column, with the population std as error bars; None if nothing finished."""
+  """Horizontal bars, one group per row, one bar per accuracy column (test accuracy: final, best by
+  validation, ensembles; every column where there is none), population std as error bars; None if
+  nothing finished. Horizontal, so a sweep of many rows stays readable."""
   rows = [r for r in table['rows'] if r['n']]
-  if not rows or not table['columns']:
+  columns = [c for c in table['columns'] if c.endswith('.accuracy') and not c.startswith('validation')]
+  columns = columns or table['columns']
+  if not rows or not columns:
     return None
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  columns = table['columns']
-  width = 0.8 / len(columns)
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) * max(1, len(columns) / 2) + 2), 4.8))
-  x = np.arange(len(rows))
+  height = 0.8 / len(columns)
+  fig, ax = plt.subplots(figsize=(10.0, max(3.0, 0.22 * len(rows) * len(columns) + 1.6)))
+  y = np.arange(len(rows))[::-1]  # the first row on top
   for i, column in enumerate(columns):
     means = [r['stats'].get(column, {}).get('mean', math.nan) for r in rows]
     stds = [r['stats'].get(column, {}).get('std', math.nan) for r in rows]
-    ax.bar(x + (i - (len(columns) - 1) / 2) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(stds),
-           capsize=3, label=column_label(column))
-  labels = ['\n'.join(f'{l}' if n in ('model.name', 'point') else f'{n.rsplit(".", 1)[-1]}={l}' for n, l in r['row'])
-            + f"\n(n={r['n']})" for r in rows]
-  ax.set_xticks(x, labels, fontsize=7)
-  ax.set_ylim(0, 1)
-  ax.set_ylabel('mean ± population std')
-  ax.legend(fontsize=7)
-  ax.set_title(title.replace('`', ''), fontsize=10)
+    ax.barh(y - (i - (len(columns) - 1) / 2) * height, np.nan_to_num(means), height, xerr=np.nan_to_num(stds),
+            capsize=2, label=column_label(column))
+  labels = [', '.join(f'{l}' if n in ('model.name', 'model', 'point') else f'{n.rsplit(".", 1)[-1]}={l}'
+                      for n, l in r['row']) + f" (n={r['n']})" for r in rows]
+  ax.set_yticks(y, labels, fontsize=7)
+  ax.set_xlim(0, 1)
+  ax.set_xlabel('mean ± population std')
+  ax.grid(axis='x', alpha=0.3)
+  ax.legend(fontsize=7, loc='lower right')
+  ax.set_title(title.replace('`', ''), fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
