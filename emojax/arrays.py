@@ -34,10 +34,15 @@ from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Corpus, Skipped
 
 # Part of every build's directory name: bump it when the build computes different arrays for
-# the same spec, so stale caches are not reused (2: video windows hold their last frame).
-BUILD_VERSION = 2
+# the same spec, so stale caches are not reused (2: video windows hold their last frame; 3: audio
+# shorter than features.MIN_SECONDS is skipped).
+BUILD_VERSION = 3
 DATASET_NAME = 'emojax_arrays'
 SPLIT_NAME = 'examples'
+
+
+class UnusableCorpus(ValueError):
+  """The corpus gives no example under these features (no usable file, or no video where it is needed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +109,8 @@ def _write_part(corpus: Corpus, spec: features.FeatureSpec, class_names: tuple[s
       rows.append({**row, 'kept': False, 'reason': f'{type(error).__name__}: {error}',
                    'source': item.audio_path or item.video_path or ''})
       continue
-    rows.append({**row, 'kept': True, 'clips': len({e['clip'] for e in examples})})
+    seconds = found.pop('audio_ms') / 1000
+    rows.append({**row, 'kept': True, 'clips': len({e['clip'] for e in examples}), 'seconds': seconds})
     stats.update(found)
     if writer is None:
       writer = array_record_module.ArrayRecordWriter(base + '.tmp', 'group_size:1')  # random access
@@ -133,9 +139,13 @@ def build(corpus: Corpus, spec: features.FeatureSpec, data_dir: str, *, corpus_k
     utterances_per_shard: utterances per ArrayRecord shard, the unit of resumption.
 
   Raises:
-    ValueError: no utterance of the corpus is usable (the manifest says why).
+    UnusableCorpus: no utterance of the corpus is usable (the manifest says why), or the features
+      need video and the corpus has none.
   """
   directory = os.path.join(os.path.abspath(data_dir), corpus_key or corpus.name, build_key(spec))
+  if spec.with_video and getattr(corpus, 'audio_only', False):
+    raise UnusableCorpus(f'{corpus.name} has no video, and these features include face video (a model that reads '
+                         'it: fusion, video3d); use an audio model (cnn, cnn_rnn, cnn_lstm) or a corpus with video.')
   if not os.path.exists(os.path.join(directory, 'examples.jsonl')):
     # One BLAS thread: the spectrograms' matrix products are small, and BLAS threads
     # contending for the cores made them many times slower.
@@ -155,6 +165,17 @@ def build(corpus: Corpus, spec: features.FeatureSpec, data_dir: str, *, corpus_k
 def _build(corpus: Corpus, spec: features.FeatureSpec, directory: str, utterances_per_shard: int) -> None:
   work = os.path.join(directory, 'unfinished')
   os.makedirs(work, exist_ok=True)
+  # The shard size is not part of the build's identity: a resumed build keeps the size it began with.
+  started = None
+  if os.path.exists(os.path.join(work, 'build.json')):
+    with open(os.path.join(work, 'build.json')) as f:
+      started = json.load(f)
+  if started and started['utterances_per_shard'] != utterances_per_shard:
+    print(f"Resuming the build in {work} at the {started['utterances_per_shard']} utterances per shard it began "
+          f'with (not {utterances_per_shard}).')
+    utterances_per_shard = started['utterances_per_shard']
+  elif not started:
+    files.write_json(os.path.join(work, 'build.json'), {'utterances_per_shard': utterances_per_shard})
   class_names = label_sets.class_names(spec.class_set, [corpus.canonical[l] for l in corpus.labels],
                                        merge_exc=spec.merge_exc)
   listed = list(corpus.utterances())  # records only (ids, paths, labels): small
@@ -180,8 +201,11 @@ def _build(corpus: Corpus, spec: features.FeatureSpec, directory: str, utterance
   manifest = summarise(rows, example_rows, class_names, stats)
   files.write_json(os.path.join(directory, 'manifest.json'), manifest)
   if not example_rows:
-    raise ValueError(f'No usable utterance in corpus {corpus.name!r} ({len(rows)} listed, reasons '
-                     f"{manifest['skipped_by_reason']}): see {directory}/manifest.json.")
+    no_video = manifest['skipped_by_reason'].get('ValueError: no video')
+    hint = (f' {no_video} had no video, and these features include face video: use an audio model (cnn, cnn_rnn, '
+            'cnn_lstm) or add the video files.' if no_video else '')
+    raise UnusableCorpus(f'No usable utterance in corpus {corpus.name!r} ({len(rows)} listed, reasons '
+                         f"{manifest['skipped_by_reason']}).{hint} See {directory}/manifest.json.")
   written = [(base, part) for base, part in parts if part['examples']]
   for index, (base, _) in enumerate(written):
     final = os.path.join(directory, _shard_name(index, len(written)))
@@ -212,12 +236,18 @@ def summarise(rows, example_rows, class_names, stats) -> dict[str, Any]:
                              sorted(collections.Counter(r['label'] for r in example_rows).items())},
       'examples_per_speaker': dict(sorted(collections.Counter(r['speaker'] for r in example_rows).items())),
       'video': dict(stats),
+      'long_utterances': {r['id']: r['seconds'] for r in kept if r.get('seconds', 0) > features.LONG_SECONDS},
       'rows': rows,
   }
 
 
 def _reason_kind(reason: str) -> str:
-  """The reason without its particulars (file, line, values): 'malformed label line', 'ValueError', ..."""
+  """The reason without its particulars (file, line, values): 'malformed label line', 'ValueError: too
+  short', 'ValueError: no video', ..."""
+  error = re.match(r'([A-Z]\w*(?:Error|Exception)): (.*)', reason)
+  if error:
+    message = re.split(r'[:\'"(\[{/\d]', error[2], maxsplit=1)[0].strip()
+    return f'{error[1]}: {message}' if message else error[1]
   return re.split(r'[:\'"(\[{]', reason, maxsplit=1)[0].strip()
 
 
@@ -230,4 +260,10 @@ def print_manifest(manifest: dict[str, Any], directory: str) -> None:
     print(f"  skipped:     {manifest['skipped_by_reason']} (details in manifest.json)")
   if manifest['video']:
     print(f"  video:       {manifest['video']}")
+  long = manifest.get('long_utterances')
+  if long:
+    longest = max(long, key=long.get)
+    print(f'  long:        {len(long)} utterance(s) over {features.LONG_SECONDS:g} s, the longest {longest} '
+          f'({long[longest]:.1f} s): clip variants cut them into many clips, full-utterance ones squeeze each '
+          'into one image')
 

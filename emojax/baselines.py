@@ -27,7 +27,7 @@ import librosa
 import numpy as np
 from tqdm import tqdm
 
-from emojax import audio, corpora, files, metrics, splits
+from emojax import audio, corpora, features, files, metrics, splits
 from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Utterance
 
@@ -102,8 +102,7 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   for item in tqdm(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
     try:
       wave, sr = corpus.load_audio(item)
-      if wave.size == 0 or not np.all(np.isfinite(wave)) or not np.any(wave):
-        raise ValueError('empty, silent or non-finite audio')
+      features.check_waveform(wave, sr)  # the networks' build refuses the same utterances
       if denoise:
         wave = audio.denoise(wave, sr)
       vector = EXTRACTORS[kind](wave, sr)

@@ -25,6 +25,8 @@ FRONTENDS = ('logmel', 'faithful')
 # the build records the utterance as skipped, with the message, and goes on.
 DATA_ERRORS = (ValueError, OSError, RuntimeError, EOFError, av.error.FFmpegError,
                librosa.util.exceptions.ParameterError)
+MIN_SECONDS = 0.2    # shorter audio is refused: a few STFT frames say nothing about emotion
+LONG_SECONDS = 30.0  # longer utterances are kept but named in the manifest (ds1 squeezes each into one image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,27 +121,32 @@ def clip_frames(frames: np.ndarray, fps: float, index: int, seconds: float) -> n
   return np.concatenate([window, np.repeat(window[-1:], length - len(window), axis=0)])
 
 
-def check_waveform(wave: np.ndarray) -> None:
-  """Raises ValueError for a waveform no feature can come from: empty, non-finite or all zeros."""
+def check_waveform(wave: np.ndarray, sr: int) -> None:
+  """Raises ValueError for a waveform no feature can come from: empty, non-finite, all zeros or
+  shorter than MIN_SECONDS."""
   if wave.size == 0:
     raise ValueError('empty audio (0 samples)')
   if not np.all(np.isfinite(wave)):
     raise ValueError('non-finite samples (NaN or inf) in the waveform')
   if not np.any(wave):
     raise ValueError('silent audio (every sample is 0)')
+  if wave.size / sr < MIN_SECONDS:
+    raise ValueError(f'too short: {wave.size / sr:.3f} s of audio, the minimum is {MIN_SECONDS} s')
 
 
 def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
                        stats: collections.Counter) -> Iterator[dict[str, Any]]:
   """The feature arrays of one utterance: per clip (one for full-utterance variants) the
-  original, then `spec.augment_copies` augmented copies. Counts face-crop outcomes in `stats`.
+  original, then `spec.augment_copies` augmented copies. Counts face-crop outcomes in `stats`, and
+  the audio's length in stats['audio_ms'].
 
   Raises:
     one of DATA_ERRORS when the utterance's data is unusable.
   """
   clips_wanted, cleanup = VARIANTS[spec.variant]
   wave, sr = corpus.load_audio(utt)
-  check_waveform(wave)
+  check_waveform(wave, sr)
+  stats['audio_ms'] += int(round(1000 * wave.size / sr))
   if cleanup:
     wave = audio.denoise(wave, sr)
   seed = zlib.crc32(utt.id.encode())  # padding noise and augmentation repeat across builds

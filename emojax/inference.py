@@ -28,7 +28,6 @@ from emojax import audio, checkpoints, features, loader, models, video
 
 AUDIO_EXTENSIONS = audio.SOUNDFILE_EXTENSIONS
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.flv', '.mov', '.mkv', '.webm')
-MIN_SECONDS = 0.2     # shorter recordings are refused: a few STFT frames say nothing about emotion
 WINDOW_OVERLAP = 0.5  # of consecutive windows of a long recording
 BATCH = 8             # windows per model call (padded: one compiled shape)
 
@@ -129,10 +128,8 @@ class Predictor:
   def windows(self, source: str | tuple[np.ndarray, int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray, float]:
     """(one un-normalised model input per window, window starts in seconds, duration in seconds)."""
     wave, sr, frames = self._load(source)
-    features.check_waveform(wave)  # as the array build checks every utterance
+    features.check_waveform(wave, sr)  # as the array build checks every utterance
     duration = len(wave) / sr
-    if duration < MIN_SECONDS:
-      raise ValueError(f'too short: {duration:.3f} s of audio, the minimum is {MIN_SECONDS} s')
     clips_wanted, cleanup = features.VARIANTS[self.spec.variant]
     if cleanup:
       wave = audio.denoise(wave, sr)

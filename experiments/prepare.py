@@ -45,8 +45,11 @@ _SHARD = flags.DEFINE_integer('utterances_per_shard', 256, 'Utterances per Array
 def main(argv):
   del argv
   config = _CONFIG.value
-  built = arrays.build(corpora.get_corpus(config.corpus), features.spec_from_config(config), config.data.data_dir,
-                       corpus_key=corpora.corpus_key(config.corpus), utterances_per_shard=_SHARD.value)
+  try:
+    built = arrays.build(corpora.get_corpus(config.corpus), features.spec_from_config(config), config.data.data_dir,
+                         corpus_key=corpora.corpus_key(config.corpus), utterances_per_shard=_SHARD.value)
+  except arrays.UnusableCorpus as e:
+    sys.exit(f'Error: {e}')
   arrays.print_manifest(built.manifest, built.directory)
 
   split_dir = os.path.join(built.directory, 'splits')

@@ -25,7 +25,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import baselines, checkpoints, loader, models, train, workdirs
+from emojax import arrays, baselines, checkpoints, loader, models, train, workdirs
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -51,7 +51,7 @@ def main(argv):
     with workdirs.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       train_or_fit(config, workdir)
   except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig,
-          checkpoints.DamagedCheckpoint) as e:
+          checkpoints.DamagedCheckpoint, arrays.UnusableCorpus) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
 

@@ -14,6 +14,7 @@ import pytest
 
 from emojax import arrays, audio, features, loader, splits
 from emojax.corpora import labels as label_sets
+from emojax.corpora.emodb import EmodbCorpus
 from emojax.corpora.iemocap import IemocapCorpus
 from experiments.configs import common
 
@@ -222,7 +223,7 @@ class _Wrapped:
     return self.corpus.load_video(utt)
 
 
-def test_an_interrupted_build_resumes_without_duplicates(corpus, tmp_path):
+def test_an_interrupted_build_resumes_without_duplicates(corpus, tmp_path, capsys):
   root, truth = corpus
   spec = features.FeatureSpec(variant='ds2', clip_seconds=1.0, with_video=False, **SMALL)
 
@@ -235,14 +236,16 @@ def test_an_interrupted_build_resumes_without_duplicates(corpus, tmp_path):
   with pytest.raises(KeyboardInterrupt):
     arrays.build(interrupted, spec, str(tmp_path / 'resumed'), utterances_per_shard=4)
   unfinished = os.path.join(str(tmp_path / 'resumed'), 'iemocap', arrays.build_key(spec), 'unfinished')
-  finished = sorted(f for f in os.listdir(unfinished) if f.endswith('.json'))
+  finished = sorted(f for f in os.listdir(unfinished) if f.startswith('part-') and f.endswith('.json'))
   assert finished  # the shards completed before the interrupt stay on disk
   done_ids = {row['id'] for f in finished for row in json.load(open(os.path.join(unfinished, f)))['rows']
               if row['kept']}
   assert 0 < len(done_ids) <= 7
 
   resuming = _Wrapped(IemocapCorpus(root), lambda utt, wave, sr: (wave, sr))
-  resumed = arrays.build(resuming, spec, str(tmp_path / 'resumed'), utterances_per_shard=4)
+  # Asked for another shard size, the build resumes at the one it began with, and says so.
+  resumed = arrays.build(resuming, spec, str(tmp_path / 'resumed'), utterances_per_shard=5)
+  assert 'at the 4 utterances per shard it began with (not 5)' in capsys.readouterr().out
   assert resuming.audio_loads == len(kept_ids(truth)) - len(done_ids)  # finished shards were not redone
   assert not os.path.exists(unfinished)
   whole = arrays.build(IemocapCorpus(root), spec, str(tmp_path / 'whole'), utterances_per_shard=4)
@@ -261,7 +264,7 @@ def test_bad_input_lands_in_the_manifest_and_the_build_goes_on(tmp_path):
   root = str(tmp_path / 'iemocap')
   truth = miniature_iemocap.make_miniature_iemocap(root, sessions=(1, 2))
   ids = kept_ids(truth)
-  corrupt, empty, truncated, nan, silent = ids[:5]
+  corrupt, empty, truncated, nan, silent, short, long = ids[:7]
   with open(truth['utterances'][corrupt]['sentence_wav'], 'wb') as f:
     f.write(b'this is not a RIFF file' * 10)
   open(truth['utterances'][empty]['sentence_wav'], 'wb').close()
@@ -276,6 +279,10 @@ def test_bad_input_lands_in_the_manifest_and_the_build_goes_on(tmp_path):
       wave[100:200] = np.nan
     if utt.id == silent:
       wave = np.zeros_like(wave)
+    if utt.id == short:
+      wave = wave[:int(0.05 * sr)]
+    if utt.id == long:
+      wave = np.tile(wave, int(np.ceil(31 * sr / len(wave))))[:31 * sr]
     return wave, sr
 
   built = arrays.build(_Wrapped(IemocapCorpus(root), defects), features.FeatureSpec(variant='ds1', **SMALL),
@@ -286,9 +293,31 @@ def test_bad_input_lands_in_the_manifest_and_the_build_goes_on(tmp_path):
   assert rows[truncated]['reason'].startswith('ValueError') and 'truncated' in rows[truncated]['reason']
   assert rows[nan]['reason'] == 'ValueError: non-finite samples (NaN or inf) in the waveform'
   assert rows[silent]['reason'] == 'ValueError: silent audio (every sample is 0)'
+  assert rows[short]['reason'] == 'ValueError: too short: 0.050 s of audio, the minimum is 0.2 s'
   for bad in (corrupt, empty, truncated):
     assert rows[bad]['source'] == truth['utterances'][bad]['sentence_wav'] and not rows[bad]['kept']
-  assert [e['utterance'] for e in built.examples] == ids[5:]
+  assert [e['utterance'] for e in built.examples] == ids[6:]
+  # Long utterances are kept, with their duration in the manifest (every kept row has one).
+  assert rows[long]['kept'] and rows[long]['seconds'] == 31.0 and built.manifest['long_utterances'] == {long: 31.0}
+  assert all(0 < rows[i]['seconds'] < 30 for i in ids[7:])
+  assert {k: v for k, v in built.manifest['skipped_by_reason'].items() if k != 'label not in class map'} == {
+      'OSError': 1, 'ValueError': 2, 'ValueError: non-finite samples': 1, 'ValueError: silent audio': 1,
+      'ValueError: too short': 1}
+
+
+def test_a_build_with_video_refuses_a_corpus_without_video_and_says_so(corpus, tmp_path):
+  spec = features.FeatureSpec(variant='ds1', **SMALL)  # with video
+  os.makedirs(tmp_path / 'emodb' / 'wav')  # an empty Emo-DB: the refusal reads no file
+  emodb = EmodbCorpus(str(tmp_path / 'emodb'))
+  with pytest.raises(arrays.UnusableCorpus, match='emodb has no video.*use an audio model'):
+    arrays.build(emodb, spec, str(tmp_path / 'a'))
+  assert not os.path.exists(tmp_path / 'a')  # refused before any work
+  root, _ = corpus
+  no_video = _Wrapped(IemocapCorpus(root), lambda utt, wave, sr: (wave, sr))
+  no_video.load_video = lambda utt: None  # as an audio-only download of a corpus with video
+  with pytest.raises(arrays.UnusableCorpus, match="No usable utterance in corpus 'iemocap'.* 16 had no video, and "
+                     'these features include face video: use an audio model'):
+    arrays.build(no_video, spec, str(tmp_path / 'b'))
 
 
 def test_a_corpus_with_nothing_usable_is_a_clear_error(corpus, tmp_path):
@@ -299,7 +328,7 @@ def test_a_corpus_with_nothing_usable_is_a_clear_error(corpus, tmp_path):
     arrays.build(silent, spec, str(tmp_path))
   manifest = json.load(open(os.path.join(str(tmp_path), 'iemocap', arrays.build_key(spec), 'manifest.json')))
   assert manifest['kept'] == 0
-  assert manifest['skipped_by_reason']['ValueError'] == len(kept_ids(truth))
+  assert manifest['skipped_by_reason']['ValueError: silent audio'] == len(kept_ids(truth))
 
 
 @pytest.mark.parametrize('variant', ['ds2', 'ds4'])

@@ -91,10 +91,19 @@ def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch)
   assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
 
 
-def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xla(monkeypatch):
+def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xla(monkeypatch, capsys):
   monkeypatch.setenv('CXX', '/nonexistent/c++')
   with pytest.raises(native.NativeUnavailable, match='does not run'):
     native.build()
+  def no_compiler():
+    raise native.NativeUnavailable('No C++ compiler found (set CXX, or install g++) to build the native convolutions.')
+
+  monkeypatch.setattr(native, '_register', no_compiler)
+  assert native.available.__wrapped__() is False  # the uncached function: the fallback says so, once, in one line
+  assert capsys.readouterr().err == ('Native convolution kernels unavailable (No C++ compiler found (set CXX, or '
+                                     'install g++) to build the native convolutions.); the XLA convolutions run '
+                                     'instead, slower on a CPU (emojax.kernels.native.require() raises the full '
+                                     'reason).\n')
   monkeypatch.setattr(native, 'available', lambda: False)
   fast_video, without_native = kernels.CPU_PLANS['video']
   assert 'native' in fast_video and not any('native' in impl for impl in without_native)

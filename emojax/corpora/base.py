@@ -52,7 +52,11 @@ class Skipped:
 
 
 class Corpus(Protocol):
-  """The interface every corpus reader implements."""
+  """The interface every corpus reader implements.
+
+  A reader of a corpus that never has video (Emo-DB) also sets `audio_only = True`: a build with
+  video then refuses it before reading any file.
+  """
 
   name: str
   # Every label the corpus uses, in a fixed order.

@@ -32,6 +32,7 @@ class EmodbCorpus:
   name = 'emodb'
   labels = tuple(CANONICAL)
   canonical = CANONICAL
+  audio_only = True  # a build with video refuses it at once
 
   def __init__(self, root: str):
     self.root = root

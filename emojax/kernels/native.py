@@ -109,7 +109,10 @@ def available() -> bool:
   """Whether the native kernels are built and registered (they run on the CPU backend only)."""
   try:
     _register()
-  except (NativeUnavailable, OSError):
+  except (NativeUnavailable, OSError) as error:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f'Native convolution kernels unavailable ({reason}); the XLA convolutions run instead, slower on a CPU '
+          '(emojax.kernels.native.require() raises the full reason).', file=sys.stderr)
     return False
   return True
 
