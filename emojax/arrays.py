@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -147,10 +148,16 @@ def build(corpus: Corpus, spec: features.FeatureSpec, data_dir: str, *, corpus_k
     raise UnusableCorpus(f'{corpus.name} has no video, and these features include face video (a model that reads '
                          'it: fusion, video3d); use an audio model (cnn, cnn_rnn, cnn_lstm) or a corpus with video.')
   if not os.path.exists(os.path.join(directory, 'examples.jsonl')):
-    # One BLAS thread: the spectrograms' matrix products are small, and BLAS threads
-    # contending for the cores made them many times slower.
-    with threadpoolctl.threadpool_limits(limits=1, user_api='blas'):
-      _build(corpus, spec, directory, utterances_per_shard)
+    # One builder at a time (the processes of a multi-process run, points of a sweep): the others
+    # wait for it here and then read its build.
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    with open(directory + '.lock', 'a') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not os.path.exists(os.path.join(directory, 'examples.jsonl')):
+        # One BLAS thread: the spectrograms' matrix products are small, and BLAS threads
+        # contending for the cores made them many times slower.
+        with threadpoolctl.threadpool_limits(limits=1, user_api='blas'):
+          _build(corpus, spec, directory, utterances_per_shard)
   with open(os.path.join(directory, 'examples.jsonl')) as f:
     examples = [json.loads(line) for line in f]
   with open(os.path.join(directory, 'manifest.json')) as f:

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 CHECKSUMS_FILE = 'checksums.json'
 DAMAGED_DIR = 'damaged'
@@ -61,7 +62,12 @@ class RunCheckpoints:
     A damaged checkpoint is moved to checkpoints/damaged/ with a line saying so, and the next one is
     tried; None when there is none (with a line when some were damaged: the run starts afresh).
     """
-    damaged = self._set_aside_damaged()
+    # Process 0 alone moves damaged checkpoints; the others wait for it, then see what is left.
+    damaged = self._set_aside_damaged() if jax.process_index() == 0 else False
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('emojax: checkpoints checked')
+      self.latest.reload()
+      self.best.reload()
     candidates = [(self.latest, step) for step in sorted(self.latest.all_steps(), reverse=True)]
     candidates += [(self.best, step) for step in self.best.all_steps()]
     for manager, step in candidates:
@@ -69,7 +75,8 @@ class RunCheckpoints:
       try:
         state, meta = restore(step_dir, target)
       except Exception as error:  # pylint: disable=broad-except  (any failure to read it is damage)
-        self._move_aside(manager, step, f'it cannot be restored ({type(error).__name__}: {str(error)[:300]})')
+        if jax.process_index() == 0:
+          self._move_aside(manager, step, f'it cannot be restored ({type(error).__name__}: {str(error)[:300]})')
         damaged = True
         continue
       return state, meta, step_dir

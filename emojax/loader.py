@@ -124,6 +124,16 @@ class _Lookup:
     return element
 
 
+class _Pick:
+  """Element `position` of a (lazy, random-access) dataset: a process's rows of the global order. Picklable."""
+
+  def __init__(self, dataset: grain.MapDataset):
+    self.dataset = dataset
+
+  def __call__(self, position: int) -> dict[str, np.ndarray]:
+    return self.dataset[int(position)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
   """Training-time spectrogram augmentation (all off by default: none helped in the paper).
@@ -190,7 +200,7 @@ class Split:
   indices: Sequence[int]
   num_workers: int = 0
   augment: Augment = Augment()  # applied to training batches only
-  # Multi-host: this process reads every shard_count-th example of each global batch.
+  # Multi-process: this process reads block shard_index of shard_count of each global batch.
   shard_index: int = 0
   shard_count: int = 1
   speakers: dict[str, int] | None = None  # speaker name -> number, added to each example when set
@@ -213,18 +223,28 @@ class Split:
       iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
     return iter(iterable)
 
-  def _local(self, dataset: grain.MapDataset, batch_size: int, augment_seed: int | None = None) -> grain.MapDataset:
-    """This process's part of each global batch of `batch_size`, augmented when a seed is given."""
+  def _local_positions(self, length: int, batch_size: int) -> np.ndarray:
+    """The positions of this process's rows: a contiguous block of every whole global batch (process p
+    takes rows p*L..(p+1)*L-1, L = batch_size / processes), so assembling the processes' blocks gives
+    the global batch in the order one process would read it."""
     if batch_size % self.shard_count:
       raise ValueError(f'Batch size {batch_size} does not split over {self.shard_count} processes.')
-    full = len(dataset) // batch_size * batch_size  # whole global batches only
-    dataset = dataset[:full][self.shard_index::self.shard_count].map(self._lookup())
+    local = batch_size // self.shard_count
+    blocks = np.arange(length // batch_size * batch_size).reshape(-1, batch_size)
+    return blocks[:, self.shard_index * local:(self.shard_index + 1) * local].ravel()
+
+  def _local(self, dataset: grain.MapDataset, batch_size: int, augment_seed: int | None = None) -> grain.MapDataset:
+    """This process's part of each global batch of `batch_size`, augmented when a seed is given."""
+    dataset = dataset.map(self._lookup())
     if augment_seed is not None and self.crop_frames:
       dataset = dataset.random_map(functools.partial(_random_crop, frames=self.crop_frames), seed=augment_seed + 7)
     if augment_seed is not None and self.augment.active:
-      # Per-element random streams derive from (seed, position): a resumed epoch augments identically.
+      # Per-element random streams derive from (seed, global position): a resumed epoch augments
+      # identically, and so does a run over any number of processes.
       dataset = dataset.random_map(self.augment, seed=augment_seed)
-    return dataset.batch(batch_size // self.shard_count, drop_remainder=True)
+    positions = self._local_positions(len(dataset), batch_size)
+    local = grain.MapDataset.source(positions).map(_Pick(dataset))
+    return local.batch(batch_size // self.shard_count, drop_remainder=True)
 
   def train_batches(self, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Full global batches of one epoch in a (seed, epoch)-determined order, from batch `start` on."""
@@ -239,7 +259,7 @@ class Split:
     padded = -(-len(indices) // batch_size) * batch_size
     valid = np.arange(padded) < len(indices)
     indices = np.concatenate([indices, np.full(padded - len(indices), indices[0])])
-    local_valid = valid[self.shard_index::self.shard_count]
+    local_valid = valid[self._local_positions(padded, batch_size)]
     local_size = batch_size // self.shard_count
     for i, batch in enumerate(self._iterate(self._local(grain.MapDataset.source(indices), batch_size))):
       yield batch, local_valid[i * local_size:(i + 1) * local_size]
@@ -286,7 +306,7 @@ def load_data(config, workdir: str | None = None) -> Data:
     train_indices = splits.balance(train_indices, [e['label'] for e in built.examples], dc.balance_per_class,
                                    seed=config.seed)
   print(splits.describe({**split, 'train': train_indices}, built.examples, built.class_names))
-  if workdir:
+  if workdir and jax.process_index() == 0:
     splits.write({**split, 'train': train_indices}, os.path.join(workdir, 'split.json'), built.examples)
   shard = {'num_workers': dc.num_workers, 'shard_index': jax.process_index(), 'shard_count': jax.process_count()}
   speakers = None  # numbered only where contrastive mining needs them

@@ -16,10 +16,11 @@ Every split is written to the workdir as JSON so anyone can reproduce it.
 from __future__ import annotations
 
 import collections
-import json
 from typing import Any, Sequence
 
 import numpy as np
+
+from emojax import files
 
 
 def speaker_folds(speakers: Sequence[str], num_folds: int = 0) -> list[list[str]]:
@@ -156,6 +157,5 @@ def describe(split: dict[str, Any], examples: Sequence[dict[str, Any]], class_na
 
 def write(split: dict[str, Any], path: str, examples: Sequence[dict[str, Any]]) -> None:
   """Writes the split with utterance ids, not only record indices, so it outlives a rebuild."""
-  with open(path, 'w') as f:
-    json.dump({**split, **{f'{side}_utterances': sorted({examples[i]['utterance'] for i in split.get(side, ())})
-                           for side in ('train', 'validation', 'test')}}, f, indent=1)
+  files.write_json(path, {**split, **{f'{side}_utterances': sorted({examples[i]['utterance'] for i in split.get(side, ())})
+                                      for side in ('train', 'validation', 'test')}})

@@ -440,9 +440,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   if final is None:  # nothing left to train: the run was already complete
     final = [r for r in log.read() if r['split'] == 'eval'][-1]
-  elif main_process and final_probabilities is not None:
+  elif final_probabilities is not None:
+    # Every process reads the best checkpoint's meta (orbax restores in step across processes).
     best_probabilities = ckpts.best_meta().get('test_probabilities') if ckpts.has_best() else None
-    write_predictions(os.path.join(workdir, metrics.PREDICTIONS_FILE), data, final_probabilities, best_probabilities)
+    if main_process:
+      write_predictions(os.path.join(workdir, metrics.PREDICTIONS_FILE), data, final_probabilities, best_probabilities)
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),

@@ -31,15 +31,29 @@ from experiments.configs import resolve_config_path
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Overrides config.workdir.')
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Multi-host: call jax.distributed.initialize() first '
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Multi-process: call jax.distributed.initialize() first '
                                  '(TPU pods and SLURM/Kubernetes clusters configure themselves).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-process by hand: host:port of process 0 '
+                                   '(implies --distributed; with --num_processes and --process_id).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-process by hand: how many processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-process by hand: this process, 0 .. num_processes-1.')
+
+
+def start_processes() -> None:
+  """Joins a multi-process run when asked: from the cluster's environment, or from the flags."""
+  by_hand = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in by_hand) and any(v is None for v in by_hand):
+    raise app.UsageError('--coordinator_address, --num_processes and --process_id go together.')
+  if _DISTRIBUTED.value or by_hand[0] is not None:
+    # Collectives between the processes' CPU devices (the parameters' all-reduce on a CPU-only cluster).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=by_hand[0], num_processes=by_hand[1], process_id=by_hand[2])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every checkpoint at INFO
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  start_processes()
   config = _CONFIG.value
   workdir = _WORKDIR.value or config.workdir
   os.makedirs(workdir, exist_ok=True)
@@ -82,8 +96,10 @@ def train_or_fit(config, workdir: str) -> None:
     print(f'Resuming with a changed config: {change}')
   data = loader.load_data(config, workdir)
   model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
-  print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s)): {model.plan.describe()}')
-  workdirs.write_config(workdir, config)
+  print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s) in {jax.process_count()} process(es)): '
+        f'{model.plan.describe()}')
+  if jax.process_index() == 0:
+    workdirs.write_config(workdir, config)
   summary = train.train_and_evaluate(config, workdir, data=data, model=model)
   print(f"\nDone after {summary['final']['epoch']} epochs: {summary['description']}.")
   if 'best' in summary:

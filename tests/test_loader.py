@@ -34,14 +34,23 @@ def test_eval_batches_cover_every_example_once_with_a_mask():
   assert seen == [3 % 4, 5 % 4, 7 % 4, 9 % 4, 11 % 4]
 
 
-def test_process_shards_partition_each_global_batch():
-  source = [{'audio': np.full((2, 2, 1), i, np.float32), 'label': np.int64(i)} for i in range(16)]
-  whole = list(loader.Split(source, list(range(16))).train_batches(8, seed=1, epoch=0))
-  parts = [list(loader.Split(source, list(range(16)), shard_index=p, shard_count=2).train_batches(8, seed=1, epoch=0))
-           for p in range(2)]
-  for b, global_batch in enumerate(whole):
-    local = sorted(parts[0][b]['label'].tolist() + parts[1][b]['label'].tolist())
-    assert local == sorted(global_batch['label'].tolist())
+def test_processes_read_blocks_that_assemble_the_one_process_batches_exactly():
+  source = [{'audio': np.random.default_rng(i).normal(size=(8, 6, 1)).astype(np.float32), 'label': np.int64(i)}
+            for i in range(20)]
+  augment = loader.Augment(top_crop_px=2, freq_masks=1, time_masks=1, mask_width=2)
+  for count in (2, 4):
+    whole = loader.Split(source, list(range(20)), augment=augment, crop_frames=4)
+    parts = [loader.Split(source, list(range(20)), augment=augment, crop_frames=4, shard_index=p, shard_count=count)
+             for p in range(count)]
+    one = list(whole.train_batches(8, seed=1, epoch=3, start=1))
+    many = [list(part.train_batches(8, seed=1, epoch=3, start=1)) for part in parts]
+    assert len(one) == 1 and all(len(m) == 1 for m in many)  # 20 examples: 2 whole batches, from batch 1 on
+    for key in ('label', 'audio'):  # the same rows, in the same order, augmented the same
+      np.testing.assert_array_equal(np.concatenate([m[0][key] for m in many]), one[0][key])
+    evaluated = [list(part.eval_batches(8)) for part in parts]
+    for b, (batch, valid) in enumerate(whole.eval_batches(8)):
+      np.testing.assert_array_equal(np.concatenate([e[b][0]['label'] for e in evaluated]), batch['label'])
+      np.testing.assert_array_equal(np.concatenate([e[b][1] for e in evaluated]), valid)
   with pytest.raises(ValueError, match='does not split'):
     list(loader.Split(source, list(range(16)), shard_count=3).train_batches(8, seed=0, epoch=0))
 
