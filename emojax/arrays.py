@@ -150,8 +150,8 @@ def build(corpus: Corpus, spec: features.FeatureSpec, data_dir: str, *, corpus_k
   if not os.path.exists(os.path.join(directory, 'examples.jsonl')):
     # One builder at a time (the processes of a multi-process run, points of a sweep): the others
     # wait for it here and then read its build.
-    os.makedirs(os.path.dirname(directory), exist_ok=True)
-    with open(directory + '.lock', 'a') as lock:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, '.lock'), 'a') as lock:
       fcntl.flock(lock, fcntl.LOCK_EX)
       if not os.path.exists(os.path.join(directory, 'examples.jsonl')):
         # One BLAS thread: the spectrograms' matrix products are small, and BLAS threads
