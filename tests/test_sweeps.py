@@ -514,6 +514,8 @@ def test_crossval_sweeps_count_the_corpus_speakers_and_need_a_corpus(tmp_path):
       'configs/sweeps/crossval.py:emodb', os.path.join(SWEEP_DIR, 'crossval.py'), base=base).configs}
   assert ('egemaps_svm', 'speaker', 'logmel') in modes and ('cnn_rnn', 'none', 'logmel') in modes
   assert ('cnn_rnn', 'none', 'faithful') in modes  # the paper's recipe, speaker-blind only
+  fusions = sweeps.load('configs/sweeps/crossval.py:emodb', os.path.join(SWEEP_DIR, 'crossval.py'), base=base).fusions
+  assert ('model', ('recipe', 'egemaps_svm')) in fusions  # the report's late-fusion rows
   with pytest.raises(sweeps.SweepError, match='needs --config.corpus.root'):
     sweeps.load('configs/sweeps/crossval.py:emodb', os.path.join(SWEEP_DIR, 'crossval.py'))
   with pytest.raises(ValueError, match='Name the corpus'):
