@@ -24,6 +24,8 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from emojax import files
+
 CHECKSUMS_FILE = 'checksums.json'
 DAMAGED_DIR = 'damaged'
 
@@ -139,7 +141,7 @@ def _file_digests(step_dir: str) -> dict[str, str]:
     for name in names:
       path = os.path.join(folder, name)
       relative = os.path.relpath(path, step_dir)
-      if relative in (CHECKSUMS_FILE, CHECKSUMS_FILE + '.tmp'):
+      if relative in (CHECKSUMS_FILE, CHECKSUMS_FILE + '.tmp'):  # files.write_json's temporary too
         continue
       digest = hashlib.sha256()
       with open(path, 'rb') as f:
@@ -151,11 +153,7 @@ def _file_digests(step_dir: str) -> dict[str, str]:
 
 def write_checksums(step_dir: str) -> None:
   """Records the SHA-256 of every file of a finished checkpoint (written atomically)."""
-  digests = _file_digests(step_dir)
-  temporary = os.path.join(step_dir, CHECKSUMS_FILE + '.tmp')
-  with open(temporary, 'w') as f:
-    json.dump(digests, f, indent=0, sort_keys=True)
-  os.replace(temporary, os.path.join(step_dir, CHECKSUMS_FILE))
+  files.write_json(os.path.join(step_dir, CHECKSUMS_FILE), _file_digests(step_dir))
 
 
 def check_files(step_dir: str) -> list[str]:

@@ -141,19 +141,35 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(array.mean()), float(array.std(ddof=0))
 
 
-def ensemble(members: Sequence[dict[str, Any]], kind: str) -> dict[str, float] | None:
-  """Accuracy and unweighted accuracy of the members' class probabilities averaged per utterance
-  (`kind` 'final' or 'best'); None unless every member has them for one common set of test utterances."""
+def _mean_probabilities(members: Sequence[dict[str, Any]], kind: str) -> tuple[list, np.ndarray, np.ndarray] | None:
+  """(test utterances, their labels, class probabilities averaged over the members) at `kind` ('final' or
+  'best'); None unless every member has them for one common set of test utterances."""
   tables = [m.get('_predictions') for m in members]
-  if len(tables) < 2 or any(t is None or t.get(kind) is None for t in tables):
+  if not tables or any(t is None or t.get(kind) is None for t in tables):
     return None
   utterances = tables[0]['utterances']
   if any(t['utterances'] != utterances or t['labels'] != tables[0]['labels'] for t in tables):
     return None  # different test sides (e.g. seed-chosen test speakers): nothing to average
   mean = np.mean([np.asarray(t[kind], np.float64) for t in tables], axis=0)
+  return utterances, np.asarray(tables[0]['labels']), mean
+
+
+def _score(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
   result = metrics.classification_metrics(
-      metrics.confusion_matrix(np.asarray(tables[0]['labels']), mean.argmax(-1), mean.shape[-1]))
+      metrics.confusion_matrix(labels, probabilities.argmax(-1), probabilities.shape[-1]))
   return {k: result[k] for k in ('accuracy', 'unweighted_accuracy')}
+
+
+def _stat(values: Sequence[float]) -> dict[str, Any]:
+  mean, std = mean_std(values)
+  return {'mean': mean, 'std': std, 'n': len(values), 'values': list(values)}
+
+
+def ensemble(members: Sequence[dict[str, Any]], kind: str) -> dict[str, float] | None:
+  """Accuracy and unweighted accuracy of the members' class probabilities averaged per utterance
+  (`kind` 'final' or 'best'); None unless every member has them for one common set of test utterances."""
+  averaged = _mean_probabilities(members, kind) if len(members) >= 2 else None
+  return _score(*averaged[1:]) if averaged else None
 
 
 def _ensembles(done: Sequence[dict[str, Any]], replicates: Sequence[str]) -> dict[str, list[dict[str, float]]]:
@@ -167,18 +183,6 @@ def _ensembles(done: Sequence[dict[str, Any]], replicates: Sequence[str]) -> dic
     if results and all(r is not None for r in results):
       out[f'ensemble_{kind}'] = results
   return out
-
-
-def _mean_probabilities(members: Sequence[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-  """{utterance: probabilities averaged over the members (seeds)}, labels; None if a member lacks them."""
-  tables = [m.get('_predictions') for m in members]
-  if not tables or any(t is None or t.get(kind) is None for t in tables):
-    return None
-  if any(t['utterances'] != tables[0]['utterances'] for t in tables):
-    return None
-  mean = np.mean([np.asarray(t[kind], np.float64) for t in tables], axis=0)
-  return {'probabilities': dict(zip(tables[0]['utterances'], mean)),
-          'labels': dict(zip(tables[0]['utterances'], tables[0]['labels']))}
 
 
 def fused_rows(entries: Sequence[dict[str, Any]], fusions: Sequence[tuple[str, Sequence[str]]],
@@ -207,17 +211,15 @@ def fused_rows(entries: Sequence[dict[str, Any]], fusions: Sequence[tuple[str, S
         results = []
         for fold in folds:
           parts = [_mean_probabilities(by_label[label][fold], kind) for label in labels]
-          if any(p is None for p in parts) or any(set(p['labels']) != set(parts[0]['labels']) for p in parts):
+          if any(p is None for p in parts) or any(set(p[0]) != set(parts[0][0]) for p in parts):
             results = []
             break
-          utterances = list(parts[0]['labels'])
-          mean = np.mean([[p['probabilities'][u] for u in utterances] for p in parts], axis=0)
-          truth = np.asarray([parts[0]['labels'][u] for u in utterances])
-          results.append(metrics.classification_metrics(metrics.confusion_matrix(truth, mean.argmax(-1), mean.shape[-1])))
+          utterances, truth, _ = parts[0]
+          # Each row's probabilities in the first row's utterance order (rows may list them differently).
+          aligned = [dict(zip(p[0], p[2])) for p in parts]
+          results.append(_score(truth, np.mean([[a[u] for u in utterances] for a in aligned], axis=0)))
         for metric in ('accuracy', 'unweighted_accuracy') if results else ():
-          values = [r[metric] for r in results]
-          mean_value, std = mean_std(values)
-          stats[f'ensemble_{kind}.{metric}'] = {'mean': mean_value, 'std': std, 'n': len(values), 'values': values}
+          stats[f'ensemble_{kind}.{metric}'] = _stat([r[metric] for r in results])
       if stats:
         rows.append({'row': [[axis, ' + '.join(labels)], *[list(c) for c in context]], 'n': len(folds),
                      'points': len(folds), 'stats': stats, 'per_class_recall': {'final': {}, 'best': {}},
@@ -247,9 +249,7 @@ def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = swe
     stats = {}
     for column in columns:
       kind, metric = column.split('.', 1)
-      values = [e[kind][metric] for e in done if metric in e[kind]]
-      mean, std = mean_std(values)
-      stats[column] = {'mean': mean, 'std': std, 'n': len(values), 'values': values}
+      stats[column] = _stat([e[kind][metric] for e in done if metric in e[kind]])
     recall = {}
     for kind in ('final', 'best'):
       classes = list(dict.fromkeys(c for e in done for c in e['recall'][kind]))
@@ -260,9 +260,7 @@ def aggregate(entries: Sequence[dict[str, Any]], replicates: Sequence[str] = swe
         recall[kind][c] = {'mean': mean, 'std': std, 'n': len(values)}
     for kind, results in _ensembles(done, replicates).items():
       for metric in ('accuracy', 'unweighted_accuracy'):
-        values = [r[metric] for r in results]
-        mean, std = mean_std(values)
-        stats[f'{kind}.{metric}'] = {'mean': mean, 'std': std, 'n': len(values), 'values': values}
+        stats[f'{kind}.{metric}'] = _stat([r[metric] for r in results])
     walls = [e['wall_s'] for e in done if e['wall_s'] is not None]
     rows.append({'row': [list(k) for k in key], 'n': len(done), 'points': len(members), 'stats': stats,
                  'per_class_recall': recall,
