@@ -6,10 +6,13 @@ r"""The paper's recipe against emojax's corrections, one at a time, so each depa
   recipe=paper+logmel       one channel of log-mel dB instead of the RGB rendering
   recipe=emojax             both (emojax's defaults)
 cnn_rnn, 3 seeds each, at the base config's image size (the faithful front end renders at it).
+Preset `folds` (real speech only): every class, and one point per speaker fold (as configs/sweeps/crossval.py,
+speaker-blind, seed 0) instead of 3 seeds on one split.
 
   python -m experiments.sweep --config=configs/sweeps/faithful.py            # embedded corpus
   python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb --config.corpus.root=/path/to/emodb
   python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb --config.corpus.root=... --config.data.class_set=all
+  python -m experiments.sweep --config=configs/sweeps/faithful.py:emodb,folds --config.corpus.root=/path/to/emodb
   python -m experiments.sweep --config=configs/sweeps/faithful.py:pretrain   # the contrastive loss
   python -m experiments.sweep --config=configs/sweeps/faithful.py:smoke      # 2 tiny points
 
@@ -22,14 +25,16 @@ formula, so the authors' clamped loss cannot be a point.
 Sizes (points x epochs; wall on 2 CPU cores, estimated where not said):
   (default)  4 recipes x 3 seeds = 12 points x 10 epochs: 7 min 17 s with --jobs=1 plus 1 array build (measured)
   emodb, ravdess  12 points x 40 epochs (configs/emodb.py), about 50 min on Emo-DB
+  emodb,folds     4 recipes x 8 folds = 32 points x 40 epochs
   pretrain   3 recipes x 3 seeds = 9 points x 10 epochs, about 40 min
   smoke      paper and emojax, seed 0: 2 points x 1 epoch, about 45 s (pretrain,smoke: 65 s; measured)
 """
 from emojax import sweeps
 from experiments.configs import common, pretrain
 from experiments.configs import sweeps as sweep_files
+from experiments.configs.sweeps import crossval
 
-PRESETS = ('smoke', 'emodb', 'ravdess', 'pretrain')
+PRESETS = ('smoke', 'emodb', 'ravdess', 'pretrain', 'folds')
 RECIPES = {
     'paper': {'model.time_scan': False, 'data.frontend': 'faithful'},
     'paper+time_scan': {'model.time_scan': True, 'data.frontend': 'faithful'},
@@ -56,15 +61,23 @@ def get_config(arg=None):
     c.train.num_epochs = 10
     return c
 
+  if 'folds' in chosen and not chosen & {'emodb', 'ravdess'}:
+    raise ValueError('The folds preset is for real speech: faithful.py:emodb,folds or :ravdess,folds.')
   c = sweep_files.base_config('faithful', chosen, synthetic)
   if 'pretrain' not in chosen:
     c.model.name = 'cnn_rnn'
+  if 'folds' in chosen:
+    c.data.class_set = 'all'
+    c.data.split = 'folds'
+    c.data.num_folds = 5 if 'ravdess' in chosen else 0
   return c
 
 
-def get_sweep(arg=None):
+def get_sweep(arg, config):
   chosen = common.presets(arg, PRESETS)
   recipes = PRETRAIN_RECIPES if 'pretrain' in chosen else RECIPES
+  if 'folds' in chosen:
+    return sweeps.product(sweeps.options('recipe', recipes), sweeps.folds(crossval.num_folds(config)))
   if 'smoke' in chosen:
     first, last = list(recipes)[0], list(recipes)[-1]
     return sweeps.options('recipe', {first: recipes[first], last: recipes[last]})
