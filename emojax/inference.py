@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emojax import audio, checkpoints, features, loader, models, video
+from emojax import audio, checkpoints, features, loader, models, train, video
 
 AUDIO_EXTENSIONS = audio.SOUNDFILE_EXTENSIONS
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.flv', '.mov', '.mkv', '.webm')
@@ -73,14 +73,23 @@ class Predictor:
     self.checkpoint = checkpoint
     self.spec = features.spec_from_config(config)
     self.reads_video = models.reads_video(config.model.name)
-    self.model = models.get_model(config.model.name, num_classes=len(self.class_names), **models.options(config.model))
+    self.model = None  # built on the first batch, its kernels tuned to that batch's shapes (forward only)
     self.variables = variables
     # Full-utterance models (ds1/ds3) saw whole files of their corpus's length, which the config does not
     # record: a long recording's windows should match it (Emo-DB's files here: 2 s).
     self.window_seconds = float(window_seconds or config.data.clip_seconds)
-    # Jitted once per input shape; every call has BATCH windows.
-    self._probabilities = jax.jit(
-        lambda variables, inputs: jax.nn.softmax(self.model.apply(variables, inputs, train=False).astype(jnp.float32)))
+    self._probabilities = None
+
+  def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """(BATCH, K) probabilities of one batch of windows (every call has BATCH windows: one compiled shape)."""
+    if self._probabilities is None:
+      self.model = models.get_model(self.config.model.name, num_classes=len(self.class_names),
+                                    **models.options(self.config.model), tune_for=train.input_structs(batch),
+                                    training=False)
+      model = self.model
+      self._probabilities = jax.jit(lambda variables, batch: jax.nn.softmax(
+          model.apply(variables, train.model_inputs(batch), train=False).astype(jnp.float32)))
+    return np.asarray(self._probabilities(self.variables, batch))
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str = 'best', window_seconds: float | None = None) -> Predictor:
@@ -174,7 +183,7 @@ class Predictor:
       chunk = inputs[first:first + BATCH]
       batch = {k: np.stack([x[k] for x in chunk] + [chunk[0][k]] * (BATCH - len(chunk))) for k in chunk[0]}
       crops = loader.time_windows(batch, self.config.data.get('crop_frames', 0), self.config.data.get('test_crops', 1))
-      probs = np.mean([np.asarray(self._probabilities(self.variables, crop)) for crop in crops], axis=0)
+      probs = np.mean([self._forward(crop) for crop in crops], axis=0)
       out.append(probs[:len(chunk)])
     return np.concatenate(out)
 

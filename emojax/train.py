@@ -88,6 +88,17 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, jax.Array]:
   return inputs
 
 
+def input_structs(batch: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes and dtypes of what the model reads of `batch` (what its kernels are autotuned for)."""
+  return jax.eval_shape(model_inputs, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+                                       for k, v in batch.items() if k in ('audio', 'video')})
+
+
+def device_inputs(split: loader.Split, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  """`input_structs` of one device's share of a global batch of `batch_size`."""
+  return input_structs(split.example_batch(max(1, batch_size // jax.device_count())))
+
+
 def create_state(model: nn.Module, example_batch: dict[str, Any], tx: optax.GradientTransformation,
                  rng: jax.Array) -> TrainState:
   """Initialises parameters from one example batch (only its shapes matter)."""

@@ -95,7 +95,8 @@ def train_or_fit(config, workdir: str) -> None:
   for change in workdirs.check_config(workdir, config):
     print(f'Resuming with a changed config: {change}')
   data = loader.load_data(config, workdir)
-  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
+  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model),
+                           tune_for=train.device_inputs(data.train, config.train.batch_size))
   print(f'Kernels ({jax.default_backend()}, {jax.device_count()} device(s) in {jax.process_count()} process(es)): '
         f'{model.plan.describe()}')
   if jax.process_index() == 0:

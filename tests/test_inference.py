@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emojax import inference, models
+from emojax import inference, models, train
 from experiments.configs import common, emodb, fusion
 from tests import test_checkpoints
 
@@ -140,6 +140,12 @@ def test_fusion_scores_a_real_crema_d_video_and_refuses_audio_only_input():
   result = predictor.predict(video_file)
   assert result.emotion in predictor.class_names and result.duration > 1.0
   np.testing.assert_allclose(result.probabilities.sum(), 1.0, rtol=1e-5)
+  # The frames reach the network scaled as in training (uint8 -> [-1, 1]), not as raw bytes.
+  first = {k: v[None] for k, v in predictor.windows(video_file)[0][0].items()}
+  scaled = jax.nn.softmax(model.apply(variables, train.model_inputs(first), train=False))[0]
+  raw = jax.nn.softmax(model.apply(variables, {k: v.astype(np.float32) for k, v in first.items()}, train=False))[0]
+  np.testing.assert_allclose(result.window_probabilities[0], scaled, rtol=1e-4, atol=1e-6)
+  assert np.abs(np.asarray(raw) - np.asarray(scaled)).max() > 1e-3
   with pytest.raises(ValueError, match='reads face video'):
     predictor.predict((np.ones(16000, np.float32) * 0.1, 16000))
   wav = _real('emodb/wav/*.wav')[0]

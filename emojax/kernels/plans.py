@@ -41,9 +41,13 @@ class Plan:
   audio: tuple[str, ...] = ('xla',) * len(CPU_PLANS['audio'][0])
   video: tuple[str, ...] = ('xla',) * len(CPU_PLANS['video'][0])
   pool: str = 'xla'
+  origin: str = ''  # how it was chosen, when not by the config alone (autotune.tune says)
 
   def describe(self) -> str:
-    return f"audio convs {','.join(self.audio)}; video convs {','.join(self.video)}; pools {self.pool}"
+    streams = [f"{name} convs {','.join(impls)}" for name, impls in (('audio', self.audio), ('video', self.video))
+               if impls]
+    text = '; '.join([*streams, f'pools {self.pool}'])
+    return f'{text} ({self.origin})' if self.origin else text
 
 
 def native_runs_here(backend: str, devices: int) -> bool:

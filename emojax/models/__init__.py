@@ -11,9 +11,11 @@ import dataclasses
 import functools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from emojax import kernels
+from emojax.kernels import autotune
 from emojax.models.cnn import AudioCNN
 from emojax.models.fusion import Fusion
 from emojax.models.recurrent import AudioRecurrent
@@ -45,11 +47,15 @@ FIELDS = {name: _fields(name) + ('conv_impl', 'pool_impl') for name in MODELS}
 
 
 def get_model(name: str, *, num_classes: int, conv_impl: str = 'fast', pool_impl: str = 'fast',
+              tune_for: dict[str, jax.ShapeDtypeStruct] | None = None, training: bool = True,
               **kwargs) -> nn.Module:
   """The model `name` with the given hyper-parameters (unknown ones are a TypeError).
 
   `conv_impl` and `pool_impl` choose how convolutions and pools are computed, not what:
   they resolve here, once, to the model's `kernels.Plan` for this backend and device count.
+  With `tune_for` (the inputs of one device's batch: shapes and dtypes), a 'fast' plan on a CPU is
+  autotuned: each convolution's impl is the fastest on this machine at those shapes, for
+  training (forward + backward) or not (forward), timed once and cached (`kernels.autotune`).
   """
   if name not in MODELS:
     raise ValueError(f'Unknown model {name!r}; expected one of {sorted(MODELS)}.')
@@ -58,7 +64,10 @@ def get_model(name: str, *, num_classes: int, conv_impl: str = 'fast', pool_impl
     raise TypeError(f'Model {name!r} takes no {sorted(unknown)}; its fields are {sorted(FIELDS[name])}.')
   if isinstance(kwargs.get('dtype'), str):
     kwargs['dtype'] = DTYPES[kwargs['dtype']]
-  return MODELS[name](num_classes=num_classes, plan=kernels.resolve(conv_impl, pool_impl), **kwargs)
+  model = MODELS[name](num_classes=num_classes, plan=kernels.resolve(conv_impl, pool_impl), **kwargs)
+  if tune_for is not None and conv_impl == 'fast' and jax.default_backend() == 'cpu':
+    model = model.clone(plan=autotune.tune(model, tune_for, training=training))
+  return model
 
 
 def reads_video(name: str) -> bool:

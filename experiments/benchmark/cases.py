@@ -105,14 +105,18 @@ def model_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple
                steps: int, *, quick: bool, count_flops: bool) -> dict[str, Any]:
   """Compile time, XLA FLOPs, training samples/s, compilations and batch-1 latency of one model."""
   kwargs = model_kwargs(name, setting, quick)
-  model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs)
   batch = common.numpy_batch(shapes, models.INPUTS[name], batch_size)
+  start = time.perf_counter()
+  model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(batch))
+  autotune_s = time.perf_counter() - start  # with the native build; ~0 when the plan is in the cache
   figures, state, device_batch, rng = time_train_step(model, batch, steps)
   flops = step_flops(name, kwargs, state, device_batch, rng) if count_flops else None  # compiles after the count
 
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats is not None else {})}
-  forward = jax.jit(lambda v, x: model.apply(v, train.model_inputs(x), train=False))
   one = {k: v[:1] for k, v in batch.items() if k != 'label'}
+  one_model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(one),
+                               training=False)
+  forward = jax.jit(lambda v, x: one_model.apply(v, train.model_inputs(x), train=False))
   jax.block_until_ready(forward(variables, one))
   latency_s, _ = common.median_time(lambda: jax.block_until_ready(forward(variables, one)), max(steps, 5))
   return {
@@ -122,4 +126,5 @@ def model_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       # None: XLA's default, which on NVIDIA GPUs lets float32 convolutions and matmuls use TF32.
       'matmul_precision': jax.config.jax_default_matmul_precision,
-      'model_kwargs': kwargs, 'kernel_plan': model.plan.describe(), 'threads': common.usable_cores()}
+      'model_kwargs': kwargs, 'kernel_plan': model.plan.describe(), 'latency_kernel_plan': one_model.plan.describe(),
+      'model_setup_s': autotune_s, 'threads': common.usable_cores()}

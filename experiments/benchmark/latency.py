@@ -68,8 +68,9 @@ def latency_case(names: Sequence[str], setting: tuple[str, str, str], shapes: di
       return {k: v[None] for k, v in out.items()}
 
     kwargs = cases.model_kwargs(name, setting, quick)
-    model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs)
     example = clip_features(decode())
+    model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(example),
+                             training=False)
     variables = jax.jit(functools.partial(model.init, train=False))(
         {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, train.model_inputs(example))
     forward = jax.jit(lambda v, x, model=model: model.apply(v, train.model_inputs(x), train=False))

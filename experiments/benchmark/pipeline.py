@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from emojax import loader, models
+from emojax import loader, models, train
 from experiments.benchmark import cases, common, machine
 from experiments.configs import fusion
 
@@ -56,8 +56,10 @@ def pipeline_case(setting: tuple[str, str, str], *, quick: bool, steps: int, dat
                  'first_batch_s': common.median_of(per_epoch, 'first_batch_s'), 'epochs': per_epoch})
     print(json.dumps({k: v for k, v in rows[-1].items() if k != 'epochs'}), file=sys.stderr, flush=True)
 
-  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
-  step, *_ = cases.time_train_step(model, data.train.example_batch(batch_size), steps)
+  example = data.train.example_batch(batch_size)
+  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model),
+                           tune_for=train.input_structs(example))
+  step, *_ = cases.time_train_step(model, example, steps)
   for row in rows:
     row['pipeline_over_step'] = row['samples_per_s'] / step['samples_per_s']
     row['bottleneck'] = row['samples_per_s'] < step['samples_per_s']

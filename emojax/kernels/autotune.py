@@ -1,0 +1,268 @@
+"""The kernel plan chosen for the machine at hand: each convolution of a network is timed in its candidate
+impls at the run's shapes, the fastest is kept, and the choice is cached per machine.
+
+`tune(model, inputs)` finds the network's convolutions by tracing it (their shapes, padding and dtype),
+then for each one not in the cache compiles every candidate (forward + backward for training, forward
+for inference) and keeps the fastest at the run's batch (best of `REPEATS` calls). A big layer first runs
+each candidate once at a probe batch of 2 and times only those close to the best probe at the run's batch
+(an XLA 3D convolution can take seconds a step on a CPU). A layer stops trying candidates once its share
+of the budget is spent (its fastest so far is kept).
+
+The cache is a JSON file (`cache_path()`, under $EMOJAX_CACHE, default ~/.cache/emojax), keyed by the CPU
+model and instruction-set flags, the usable cores, jax/jaxlib, XLA_FLAGS and whether the native kernels
+run, then by each layer's shapes: a later run with the same shapes reads its plan without timing anything,
+so the plan, and the run's bits, stay fixed. Every candidate is an impl of `plans.conv_function`, all
+tested equal to lax.conv (tests/test_kernels.py): the choice changes speed, never the function.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import sys
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emojax.kernels import native, plans
+
+# The impls tried per convolution rank (native only where it runs): each family's best formulations
+# (benchmarks/layers*.md measured the rest, never faster).
+CANDIDATES = {2: ('native', 'fft', 'xla', 'patches'),
+              3: ('native', 'fold2d+patches:2', 'fold2d+patches', 'patches:2', 'xla')}
+BUDGET_S = 60.0       # per network, over the layers not in the cache
+MIN_FLOPS = 1e8       # layers costing less a step (about a millisecond) keep the untuned plan's impl
+PROBE_FLOPS = 2e9      # layers costing more a step (direct-conv FLOPs) are probed at PROBE_BATCH first
+PROBE_BATCH = 2
+PROBE_MARGIN = 2.0    # candidates slower than this x the best probe are not timed at the run's batch
+REPEATS = 3           # the best of these: the least disturbed by other work on the machine
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """One convolution of a network as the run computes it."""
+
+  stream: str          # 'audio' (2D) or 'video' (3D)
+  index: int           # its place in the stream's plan
+  lhs: tuple[int, ...]  # input shape, batch first
+  rhs: tuple[int, ...]  # kernel shape
+  dtype: str
+  padding: tuple[tuple[int, int], ...]
+  dimension_numbers: Any
+
+  @property
+  def needs_input_gradient(self) -> bool:
+    return self.index > 0  # the first conv of a stream reads data
+
+  def key(self, training: bool) -> str:
+    mode = ('train' if self.needs_input_gradient else 'train-kernel-only') if training else 'forward'
+    return f'{mode} {self.dtype} lhs={list(self.lhs)} rhs={list(self.rhs)} pad={[list(p) for p in self.padding]}'
+
+
+def cache_path() -> Path:
+  return native.cache_dir().parent / 'autotune.json'
+
+
+def machine() -> dict[str, Any]:
+  """What the timings depend on besides the shapes: two machines with equal entries share a plan."""
+  cpu = {}
+  try:
+    for line in Path('/proc/cpuinfo').read_text().splitlines():
+      name, _, value = line.partition(':')
+      if name.strip() in ('model name', 'flags') and name.strip() not in cpu:
+        cpu[name.strip()] = value.strip()
+  except OSError:
+    cpu['model name'] = platform.processor() or platform.machine()
+  return {'cpu': cpu.get('model name', ''), 'flags_sha': hashlib.sha256(cpu.get('flags', '').encode()).hexdigest()[:12],
+          'cores': len(os.sched_getaffinity(0)), 'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'native': native.available()}
+
+
+def machine_key(info: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _conv_eqns(jaxpr) -> Iterator[Any]:
+  """The conv_general_dilated equations of a jaxpr in program order, nested calls included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          yield from _conv_eqns(inner)
+
+
+def network_convs(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct]) -> list[Conv]:
+  """The convolutions `model` computes on `inputs` (shapes with the batch), in each stream's plan order."""
+  plain = model.clone(plan=plans.Plan(pool=model.plan.pool))  # lax.conv everywhere: visible in the jaxpr
+  variables = jax.eval_shape(lambda x: plain.init(jax.random.key(0), x, train=False), inputs)
+  jaxpr = jax.make_jaxpr(lambda v, x: plain.apply(v, x, train=False))(variables, inputs).jaxpr
+  convs, counts = [], {'audio': 0, 'video': 0}
+  for eqn in _conv_eqns(jaxpr):
+    lhs, rhs = eqn.invars[0].aval, eqn.invars[1].aval
+    stream = {4: 'audio', 5: 'video'}[lhs.ndim]
+    convs.append(Conv(stream, counts[stream], tuple(lhs.shape), tuple(rhs.shape), str(lhs.dtype),
+                      tuple(map(tuple, eqn.params['padding'])), eqn.params['dimension_numbers']))
+    counts[stream] += 1
+  for stream in counts:
+    if counts[stream] and counts[stream] != len(getattr(model.plan, stream)):
+      raise ValueError(f'The network computes {counts[stream]} {stream} convolutions; its plan names '
+                       f'{len(getattr(model.plan, stream))}.')
+  return convs
+
+
+def candidates(conv: Conv, native_runs: bool) -> tuple[str, ...]:
+  return tuple(i for i in CANDIDATES[len(conv.rhs) - 2] if native_runs or i != 'native')
+
+
+def _compiled_step(impl: str, conv: Conv, batch: int, training: bool) -> Callable[[], Any]:
+  """A compiled forward (+ backward) of `conv` in `impl` at `batch`, ready to call."""
+  function = plans.conv_function(impl)
+  x = jax.random.normal(jax.random.key(0), (batch, *conv.lhs[1:]), conv.dtype)
+  w = jax.random.normal(jax.random.key(1), conv.rhs, conv.dtype) * 0.05
+  strides = (1,) * (len(conv.rhs) - 2)
+
+  def output(x, w):
+    return function(x, w, strides, conv.padding, dimension_numbers=conv.dimension_numbers)
+
+  if training:
+    def loss(x, w):
+      return jnp.sum(jnp.square(output(x, w).astype(jnp.float32)))
+    step = jax.grad(loss, argnums=(0, 1) if conv.needs_input_gradient else 1)
+  else:
+    step = output
+  compiled = jax.jit(step).lower(x, w).compile()
+  return lambda: jax.block_until_ready(compiled(x, w))
+
+
+def _seconds(run: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
+
+
+def step_flops(conv: Conv, training: bool) -> float:
+  """Direct-convolution FLOPs of one step at the run's batch (the backward pass counted as twice the forward)."""
+  rank = len(conv.rhs) - 2
+  window, (c_in, c_out) = conv.rhs[:rank], conv.rhs[rank:]
+  out = [n + sum(p) - k + 1 for n, p, k in zip(conv.lhs[1:1 + rank], conv.padding, window)]
+  forward = 2.0 * conv.lhs[0] * c_in * c_out * math.prod(out + list(window))
+  return forward * ((3 if conv.needs_input_gradient else 2) if training else 1)
+
+
+def _fastest(conv: Conv, impls: tuple[str, ...], batch: int, training: bool, repeats: int, deadline: float,
+             errors: dict[str, str]) -> dict[str, float]:
+  """Seconds per step of each impl at `batch` (best of `repeats` after a warm-up call), until `deadline`."""
+  seconds = {}
+  for impl in impls:
+    if seconds and time.perf_counter() > deadline:
+      break
+    try:
+      run = _compiled_step(impl, conv, batch, training)
+    except (ValueError, TypeError, native.NativeUnavailable) as error:  # an impl that cannot take this conv
+      errors[impl] = f'{type(error).__name__}: {error}'.splitlines()[0]
+      continue
+    run()  # the first call allocates
+    seconds[impl] = min(_seconds(run) for _ in range(repeats))
+  return seconds
+
+
+def time_layer(conv: Conv, impls: tuple[str, ...], *, training: bool, budget_s: float) -> dict[str, Any]:
+  """Times `impls` on `conv`: {'impl': the fastest, 'ms': per step at the run's batch, ...}.
+
+  A big layer is first run once per impl at a probe batch, and only the impls within PROBE_MARGIN of the
+  best probe are timed at the run's batch (an XLA 3D convolution can take seconds a step)."""
+  deadline = time.perf_counter() + budget_s
+  errors, probe = {}, {}
+  batch = conv.lhs[0]
+  if batch > PROBE_BATCH and step_flops(conv, training) > PROBE_FLOPS:
+    probe = _fastest(conv, impls, PROBE_BATCH, training, 1, deadline, errors)
+    impls = tuple(sorted((i for i in probe if probe[i] <= PROBE_MARGIN * min(probe.values())), key=probe.get))
+  timed = _fastest(conv, impls, batch, training, REPEATS, deadline, errors)
+  if not timed:
+    raise RuntimeError(f'No convolution impl runs the {conv.stream} conv {conv.key(training)}: {errors}')
+  best = min(timed, key=timed.get)
+  return {'impl': best, 'ms': {i: round(s * 1e3, 3) for i, s in timed.items()},
+          'probe_ms': {i: round(s * 1e3, 3) for i, s in probe.items()}, 'errors': errors,
+          'tuned': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+  """One tuner at a time per cache (concurrent runs would time each other's load)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path.with_suffix('.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, Any]:
+  try:
+    cache = json.loads(path.read_text())
+  except FileNotFoundError:
+    return {}
+  except (OSError, ValueError):
+    return {}  # a damaged cache is only lost timings: it is timed again and rewritten
+  return cache if isinstance(cache, dict) else {}
+
+
+def _write(path: Path, cache: dict[str, Any]) -> None:
+  temporary = path.with_suffix(f'.tmp{os.getpid()}')
+  temporary.write_text(json.dumps(cache, indent=1, sort_keys=True))
+  os.replace(temporary, path)
+
+
+def tune(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct], *, training: bool = True,
+         budget_s: float | None = None, min_flops: float | None = None, path: Path | None = None) -> plans.Plan:
+  """The fastest impl of each of `model`'s convolutions on `inputs` (one device's batch), from the cache
+  or timed now (within `budget_s`, default BUDGET_S) and cached; a convolution under `min_flops` (default
+  MIN_FLOPS) a step keeps `model.plan`'s impl (timing it
+  would cost more than it could save). The pools keep `model.plan.pool`. The plan's `origin` says which."""
+  path = path or cache_path()
+  budget_s = BUDGET_S if budget_s is None else budget_s
+  min_flops = MIN_FLOPS if min_flops is None else min_flops
+  info = machine()
+  key = machine_key(info)
+  native_runs = plans.native_runs_here(jax.default_backend(), 1)
+  convs = network_convs(model, inputs)
+  start = time.perf_counter()
+  with _locked(path):
+    cache = _read(path)
+    layers = cache.setdefault(key, {'machine': info, 'layers': {}})['layers']
+    small = [c for c in convs if c.key(training) not in layers and step_flops(c, training) < min_flops]
+    missing = [c for c in convs if c.key(training) not in layers and c not in small]
+    for n, conv in enumerate(missing, 1):
+      print(f'Autotuning the convolutions for this machine, once ({n}/{len(missing)}: {conv.stream} conv '
+            f'{conv.index}, {conv.key(training)})', file=sys.stderr)
+      layers[conv.key(training)] = time_layer(conv, candidates(conv, native_runs), training=training,
+                                              budget_s=budget_s / len(missing))
+    if missing:
+      _write(path, cache)
+
+  def impl(conv: Conv) -> str:
+    entry = layers.get(conv.key(training))
+    return entry['impl'] if entry else getattr(model.plan, conv.stream)[conv.index]
+
+  chosen = {s: tuple(impl(c) for c in convs if c.stream == s) for s in ('audio', 'video')}
+  cached = len(convs) - len(missing) - len(small)
+  origin = ', '.join(filter(None, (
+      f'{len(missing)} conv(s) timed now in {time.perf_counter() - start:.0f} s' if missing else '',
+      f'{cached} from the cache' if cached else '', f'{len(small)} too small to time' if small else '')))
+  # A stream the network lacks keeps no impls (the plan describes only what runs).
+  return dataclasses.replace(model.plan, **chosen, origin=f'autotuned: {origin}; cache {path}')

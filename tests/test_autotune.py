@@ -1,0 +1,134 @@
+"""The per-machine kernel plan: the tuner finds every convolution of a network, keeps the fastest candidate
+(one of the tested impls), caches the choice per machine, and never changes what the network computes."""
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emojax import kernels, models
+from emojax.kernels import autotune
+from emojax.models.cnn import AUDIO_CONVS
+from emojax.models.video3d import VIDEO_CHANNELS
+
+AUDIO = jax.ShapeDtypeStruct((2, 24, 32, 1), jnp.float32)
+VIDEO = jax.ShapeDtypeStruct((2, 10, 46, 50, 3), jnp.float32)
+
+
+def test_the_tracer_finds_each_convolution_of_each_network_in_plan_order():
+  convs = autotune.network_convs(models.get_model('fusion', num_classes=4), {'audio': AUDIO, 'video': VIDEO})
+  audio = [c for c in convs if c.stream == 'audio']
+  video = [c for c in convs if c.stream == 'video']
+  assert [c.index for c in audio] == [0, 1, 2] and [c.index for c in video] == [0, 1, 2, 3]
+  assert [c.rhs[-1] for c in audio] == [channels for channels, _, _ in AUDIO_CONVS]
+  assert [c.rhs[:2] for c in audio] == [kernel for _, kernel, _ in AUDIO_CONVS]
+  assert [c.padding for c in audio] == [tuple((p, p) for p in pad) for _, _, pad in AUDIO_CONVS]
+  assert [c.rhs[-1] for c in video] == list(VIDEO_CHANNELS)
+  assert audio[0].lhs == AUDIO.shape and video[0].lhs == VIDEO.shape
+  assert audio[1].lhs == (2, 12, 16, 16)  # after conv 1 (same size) and the 2x2 pool
+  assert not audio[0].needs_input_gradient and video[1].needs_input_gradient
+  only_audio = autotune.network_convs(models.get_model('cnn_lstm', num_classes=4), {'audio': AUDIO})
+  assert [c.stream for c in only_audio] == ['audio'] * 3
+
+
+def _fake_steps(monkeypatch, seconds_per_sample):
+  """Candidates whose step takes seconds_per_sample[impl] x batch (no compilation): the choice is known."""
+  timed = []
+
+  def compiled_step(impl, conv, batch, training):
+    timed.append((impl, batch))
+    return lambda: time.sleep(seconds_per_sample[impl] * batch)
+
+  monkeypatch.setattr(autotune, '_compiled_step', compiled_step)
+  return timed
+
+
+def test_the_fastest_candidate_is_kept_and_big_layers_time_only_the_close_ones_at_full_batch(monkeypatch):
+  [_, conv, _] = autotune.network_convs(models.get_model('cnn', num_classes=4), {'audio': AUDIO})
+  timed = _fake_steps(monkeypatch, {'native': 0.004, 'fft': 0.001, 'xla': 0.03, 'patches': 0.0015})
+  result = autotune.time_layer(conv, ('native', 'fft', 'xla', 'patches'), training=True, budget_s=30)
+  assert result['impl'] == 'fft' and set(result['ms']) == {'native', 'fft', 'xla', 'patches'}
+  assert result['probe_ms'] == {}  # a small layer: every candidate at the run's batch
+
+  big = conv.__class__(**{**conv.__dict__, 'lhs': (64, 200, 300, 16)})  # over PROBE_FLOPS
+  assert autotune.step_flops(big, True) > autotune.PROBE_FLOPS
+  timed.clear()
+  result = autotune.time_layer(big, ('native', 'fft', 'xla', 'patches'), training=True, budget_s=30)
+  probed = {impl for impl, batch in timed if batch == autotune.PROBE_BATCH}
+  full = {impl for impl, batch in timed if batch == 64}
+  assert probed == {'native', 'fft', 'xla', 'patches'}
+  assert full == {'fft', 'patches'}  # native (4x) and xla (30x) lose by more than PROBE_MARGIN
+  assert result['impl'] == 'fft'
+
+
+def test_an_impl_that_cannot_take_a_convolution_is_skipped_with_its_reason():
+  [conv, *_] = autotune.network_convs(models.get_model('cnn', num_classes=4), {'audio': AUDIO})
+  result = autotune.time_layer(conv, ('fold2d', 'xla'), training=False, budget_s=30)  # fold2d: 3D only
+  assert result['impl'] == 'xla' and set(result['ms']) == {'xla'} and 'ValueError' in result['errors']['fold2d']
+  with pytest.raises(RuntimeError, match='No convolution impl runs'):
+    autotune.time_layer(conv, ('fold2d',), training=False, budget_s=30)
+
+
+def test_tuned_plans_are_cached_per_machine_and_read_back_without_timing(tmp_path, monkeypatch):
+  path = tmp_path / 'autotune.json'
+  model = models.get_model('fusion', num_classes=4)
+  inputs = {'audio': AUDIO, 'video': VIDEO}
+  plan = autotune.tune(model, inputs, min_flops=0, budget_s=20, path=path)
+  cache = json.loads(path.read_text())
+  [entry] = cache.values()
+  assert entry['machine'] == autotune.machine() and len(entry['layers']) == 7
+  for stream in ('audio', 'video'):
+    for impl in getattr(plan, stream):
+      kernels.conv_function(impl)  # one of the tested impls
+  for layer in entry['layers'].values():
+    assert layer['impl'] in layer['ms'] and layer['ms'][layer['impl']] == min(layer['ms'].values())
+  assert 'timed now' in plan.origin and plan.pool == model.plan.pool
+
+  def no_timing(*args, **kwargs):
+    raise AssertionError('timed a cached layer')
+
+  monkeypatch.setattr(autotune, 'time_layer', no_timing)
+  again = autotune.tune(model, inputs, min_flops=0, path=path)
+  assert (again.audio, again.video) == (plan.audio, plan.video) and '7 from the cache' in again.origin
+  # another machine (or jax, or core count) times its own plan
+  monkeypatch.setattr(autotune, 'machine', lambda: {**entry['machine'], 'cores': 99})
+  with pytest.raises(AssertionError, match='timed a cached layer'):
+    autotune.tune(model, inputs, min_flops=0, path=path)
+
+
+def test_a_damaged_cache_is_timed_again_and_rewritten(tmp_path):
+  path = tmp_path / 'autotune.json'
+  path.write_text('{"truncated": ')
+  plan = autotune.tune(models.get_model('cnn', num_classes=4), {'audio': AUDIO}, min_flops=0, budget_s=5, path=path)
+  assert '3 conv(s) timed now' in plan.origin
+  assert len(next(iter(json.loads(path.read_text()).values()))['layers']) == 3
+
+
+def test_small_convolutions_keep_the_untuned_plan_and_forced_impls_are_not_tuned(tmp_path):
+  path = tmp_path / 'autotune.json'
+  model = models.get_model('cnn', num_classes=4)
+  plan = autotune.tune(model, {'audio': AUDIO}, path=path)  # tiny: every conv under MIN_FLOPS
+  assert plan.audio == model.plan.audio and '3 too small to time' in plan.origin
+  forced = models.get_model('cnn', num_classes=4, conv_impl='xla', tune_for={'audio': AUDIO})
+  assert forced.plan.audio == ('xla',) * 3 and forced.plan.origin == ''
+
+
+@pytest.mark.parametrize('name', ['cnn_rnn', 'video3d'])
+def test_a_tuned_network_computes_the_plain_networks_values_and_gradients(name, tmp_path, monkeypatch):
+  monkeypatch.setenv('EMOJAX_CACHE', str(tmp_path))
+  monkeypatch.setattr(autotune, 'MIN_FLOPS', 0)
+  inputs = {'video': VIDEO} if name == 'video3d' else {'audio': AUDIO}
+  tuned = models.get_model(name, num_classes=4, tune_for=inputs)
+  plain = models.get_model(name, num_classes=4, conv_impl='xla', pool_impl='xla')
+  assert 'timed now' in tuned.plan.origin and str(tmp_path) in tuned.plan.origin
+  batch = {k: jax.random.normal(jax.random.key(1), v.shape) for k, v in inputs.items()}
+  variables = plain.init(jax.random.key(0), batch, train=False)
+
+  def loss(params, model):
+    return jnp.sum(jnp.square(model.apply({**variables, 'params': params}, batch, train=False)))
+
+  for want, got in zip(jax.tree.leaves(jax.value_and_grad(loss)(variables['params'], plain)),
+                       jax.tree.leaves(jax.value_and_grad(loss)(variables['params'], tuned))):
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
