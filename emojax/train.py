@@ -356,12 +356,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns a summary with the final held-out metrics; the workdir holds
   checkpoints, the metrics log and the plots.
   """
+  mesh = data_mesh()
+  if config.train.batch_size % mesh.size:
+    raise ValueError(f'Batch size {config.train.batch_size} does not split over {mesh.size} devices.')
+  with jax.set_mesh(mesh):  # in context: the native kernels run per device on it (kernels.native)
+    return _train_and_evaluate(config, workdir, data, model, mesh)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data: loader.Data, model: nn.Module,
+                        mesh: jax.sharding.Mesh) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   tc = config.train
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  mesh = data_mesh()
-  if tc.batch_size % mesh.size:
-    raise ValueError(f'Batch size {tc.batch_size} does not split over {mesh.size} devices.')
   steps_per_epoch = len(data.train) // tc.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'The training split has {len(data.train)} examples, fewer than one batch of {tc.batch_size}.')
@@ -525,5 +531,7 @@ def evaluate_checkpoint(path: str, data: loader.Data, model: nn.Module, config) 
   mesh = data_mesh()
   _, evaluate_fn, _ = _objective(config, data, mesh)
   state = replicate(state, mesh)
+  with jax.set_mesh(mesh):
+    result = evaluate_fn(state, data.test)
   # A best checkpoint records the test metrics of its epoch; a latest one records none.
-  return {'checkpoint': step_dir, 'recorded': meta.get('test'), **evaluate_fn(state, data.test)}
+  return {'checkpoint': step_dir, 'recorded': meta.get('test'), **result}

@@ -91,7 +91,7 @@ def test_the_library_is_built_once_per_machine_and_reused(tmp_path, monkeypatch)
   assert [p.name for p in library.parent.iterdir()] == [library.name]  # no temporary left behind
 
 
-def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xla(monkeypatch, capsys):
+def test_without_a_compiler_the_fast_plan_falls_back_to_xla(monkeypatch, capsys):
   monkeypatch.setenv('CXX', '/nonexistent/c++')
   with pytest.raises(native.NativeUnavailable, match='does not run'):
     native.build()
@@ -107,12 +107,9 @@ def test_without_a_compiler_or_on_several_devices_the_fast_plan_falls_back_to_xl
   monkeypatch.setattr(native, 'available', lambda: False)
   fast_video, without_native = kernels.CPU_PLANS['video']
   assert 'native' in fast_video and not any('native' in impl for impl in without_native)
-  assert kernels.resolve('fast', backend='cpu', devices=1).video == without_native
+  assert kernels.resolve('fast', backend='cpu').video == without_native
   monkeypatch.setattr(native, 'available', lambda: True)
-  assert kernels.resolve('fast', backend='cpu', devices=1).video == fast_video
-  # a mesh of CPU devices: no partitioning rule for the native custom calls
-  assert kernels.resolve('fast', backend='cpu', devices=8).video == without_native
-  assert kernels.resolve('fast', backend='cpu', devices=8).audio == kernels.CPU_PLANS['audio'][1]
+  assert kernels.resolve('fast', backend='cpu').video == fast_video
 
 
 def test_unsupported_convolutions_are_rejected_with_a_clear_error():
@@ -155,12 +152,11 @@ def test_native_max_pool_gives_a_tie_to_the_first_maximum_as_nn_max_pool_does():
 
 def test_fast_pool_is_native_only_where_the_native_kernels_run(monkeypatch):
   monkeypatch.setattr(native, 'available', lambda: True)
-  assert kernels.resolve('xla', 'fast', backend='cpu', devices=1).pool == 'native'
-  assert kernels.resolve('xla', 'fast', backend='cpu', devices=8).pool == 'slices'
-  assert kernels.resolve('xla', 'fast', backend='gpu', devices=1).pool == 'slices'
+  assert kernels.resolve('xla', 'fast', backend='cpu').pool == 'native'
+  assert kernels.resolve('xla', 'fast', backend='gpu').pool == 'slices'
   monkeypatch.setattr(native, 'available', lambda: False)
-  assert kernels.resolve('xla', 'fast', backend='cpu', devices=1).pool == 'slices'
-  assert kernels.resolve('xla', 'xla', backend='cpu', devices=1).pool == 'xla'
+  assert kernels.resolve('xla', 'fast', backend='cpu').pool == 'slices'
+  assert kernels.resolve('xla', 'xla', backend='cpu').pool == 'xla'
   with pytest.raises(ValueError, match='max-pool impl'):
     kernels.max_pool(jnp.ones((1, 4, 6, 6, 16)), (1, 3, 3), (1, 2, 2), 'average')
   with pytest.raises(ValueError, match='time window'):

@@ -43,13 +43,15 @@ SCRIPT = textwrap.dedent('''
     print('SHARDED_EQUALS_SINGLE')
 ''')
 
-# The paper's fusion model (tiny) with its fast CPU layers (FFT, folded and im2col convolutions,
+# The paper's fusion model (tiny) with the XLA-only fast CPU layers (FFT, folded and im2col convolutions,
 # slice max-pools): one SGD step, sharded over 8 devices against one device.
 FUSION_SCRIPT = textwrap.dedent('''
     import jax, numpy as np, optax
-    from emojax import models, train
+    from emojax import kernels, models, train
     assert jax.device_count() == 8, jax.devices()
     model = models.get_model('fusion', num_classes=4, width=0.25, rnn_hidden=8, dropout=0.0, rnn_dropout=0.0)
+    model = model.clone(plan=kernels.Plan(audio=kernels.CPU_PLANS['audio'][1], video=kernels.CPU_PLANS['video'][1],
+                                          pool='slices'))
     rng = np.random.default_rng(0)
     batch = {'audio': rng.normal(size=(8, 32, 48, 3)).astype(np.float32),
              'video': rng.normal(size=(8, 9, 48, 64, 3)).astype(np.float32), 'label': rng.integers(0, 4, 8)}
@@ -67,8 +69,41 @@ FUSION_SCRIPT = textwrap.dedent('''
     print('SHARDED_EQUALS_SINGLE')
 ''')
 
+# The same with every convolution and pool in the native C++ kernels, under the mesh in context as training
+# runs it: each device runs the custom calls on its own examples (batch 1 of 8), kernel gradients summed.
+NATIVE_SCRIPT = textwrap.dedent('''
+    import re
+    import jax, numpy as np, optax
+    from emojax import models, train
+    assert jax.device_count() == 8, jax.devices()
+    model = models.get_model('fusion', num_classes=4, width=0.25, rnn_hidden=8, dropout=0.0, rnn_dropout=0.0,
+                             conv_impl='native', pool_impl='native')
+    rng = np.random.default_rng(0)
+    batch = {'audio': rng.normal(size=(8, 32, 48, 3)).astype(np.float32),
+             'video': rng.normal(size=(8, 9, 48, 64, 3)).astype(np.float32), 'label': rng.integers(0, 4, 8)}
+    fresh = lambda: train.create_state(model, batch, optax.sgd(0.1), jax.random.key(0))
+    step = train.make_train_step()
+    single, _ = step(jax.device_put(fresh(), jax.devices()[0]), jax.device_put(batch, jax.devices()[0]),
+                     jax.random.key(1))
+    mesh = train.data_mesh()
+    with jax.set_mesh(mesh):
+      state, device_batch = train.replicate(fresh(), mesh), train.shard_batch(batch, mesh)
+      hlo = step.lower(state, device_batch, jax.random.key(1)).compile().as_text()
+      sharded, _ = step(state, device_batch, jax.random.key(1))
+    batches = {int(shape.split(',')[0]) for shape in
+               re.findall(r'f32\\[([0-9,]+)\\][^\\n]*custom_call_target="emojax_conv3d_forward"', hlo)}
+    assert batches == {1}, batches  # per device: 8 examples over 8 devices
+    moved = 0
+    for a, b, c in zip(*(jax.tree_util.tree_leaves(jax.device_get(t.params)) for t in (single, sharded, fresh()))):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+      moved += int(not np.allclose(a, c))
+    assert moved > 0.9 * len(jax.tree_util.tree_leaves(single.params)), moved
+    print('SHARDED_EQUALS_SINGLE')
+''')
 
-@pytest.mark.parametrize('script', [SCRIPT, FUSION_SCRIPT], ids=['toy', 'fusion_fast_layers'])
+
+@pytest.mark.parametrize('script', [SCRIPT, FUSION_SCRIPT, NATIVE_SCRIPT], ids=['toy', 'fusion_xla_layers',
+                                                                              'fusion_native_layers'])
 def test_sharded_step_equals_single_device_step(script):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600,

@@ -239,7 +239,7 @@ def tune(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct], *, training:
   min_flops = MIN_FLOPS if min_flops is None else min_flops
   info = machine()
   key = machine_key(info)
-  native_runs = plans.native_runs_here(jax.default_backend(), 1)
+  native_runs = plans.native_runs_here(jax.default_backend())
   convs = network_convs(model, inputs)
   start = time.perf_counter()
   with _locked(path):

@@ -152,6 +152,23 @@ def _input_gradient(dy: jax.Array, kernel: jax.Array) -> jax.Array:
   return _forward(padded, jnp.swapaxes(kernel[::-1, ::-1, ::-1], 3, 4), (kt - 1, kt - 1), (kh - 1, kh - 1))
 
 
+def _per_device(function, x: jax.Array, *replicated: Any) -> jax.Array:
+  """`function(x, *replicated)` on each device's share of x's batch when a mesh of several devices is in
+  context (`jax.set_mesh`, as training sets it): XLA cannot partition a custom call, so each device runs
+  the kernels on its own examples; the replicated arguments' gradients (the kernel's) are summed over
+  the mesh by shard_map's transpose."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return function(x, *replicated)
+  batch = jax.sharding.PartitionSpec(mesh.axis_names)
+  if x.shape[0] % mesh.size:
+    raise ValueError(f'The native kernels split the batch over the {mesh.size} devices of the mesh; a batch of '
+                     f'{x.shape[0]} does not split.')
+  # check_vma=False: a custom_vjp's backward rule does not carry shard_map's per-device value types.
+  return jax.shard_map(function, in_specs=(batch, *(jax.sharding.PartitionSpec(),) * len(replicated)),
+                       out_specs=batch, check_vma=False)(x, *replicated)
+
+
 @jax.custom_vjp
 def _conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _forward(x, kernel)
@@ -177,8 +194,8 @@ def conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
   require()
   x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
   if x.ndim == 4:
-    return _conv3d(x[:, None], kernel[None])[:, 0]
-  return _conv3d(x, kernel)
+    return _per_device(_conv3d, x[:, None], kernel[None])[:, 0]
+  return _per_device(_conv3d, x, kernel)
 
 
 def conv_native(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int] | None,
@@ -244,5 +261,6 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax
   if any(n < k for n, k in zip(x.shape[2:4], window[1:])):
     raise ValueError(f'Pool window {tuple(window)} does not fit the input {x.shape[1:-1]}.')
   require()
-  y = _max_pool(_pad_channels(x.astype(jnp.float32), -1), tuple(window), tuple(strides))
+  window, strides = tuple(window), tuple(strides)
+  y = _per_device(lambda x: _max_pool(x, window, strides), _pad_channels(x.astype(jnp.float32), -1))
   return y[..., :x.shape[-1]].astype(x.dtype)

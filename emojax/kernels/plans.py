@@ -1,5 +1,6 @@
 """Which implementation computes each convolution and max-pool: the plan of a network, resolved once
-for the backend and device count at hand (`resolve`), and the impl names (`conv_function`).
+for the backend at hand (`resolve`; `autotune.tune` then times the 'fast' plan's convolutions at a run's
+shapes), and the impl names (`conv_function`).
 
 Convolution impls, all with `lax.conv_general_dilated`'s signature (what `nn.Conv` calls):
   'xla'      lax.conv_general_dilated
@@ -22,9 +23,9 @@ from jax import lax
 from emojax.kernels import fft, fold2d, native, patches, pools, split
 
 CONV_IMPLS = ('xla', 'patches', 'fft', 'fold2d', 'native')
-# conv_impl='fast' on a CPU, per network: (the fastest plan measured, the fastest without the native
-# kernels, for machines without a C++ compiler or meshes of several devices). benchmarks/README.md
-# lists the layer timings they were chosen from.
+# conv_impl='fast' on a CPU before autotuning (where the shapes are not known, and for convolutions too
+# small to time), per network: (with the native kernels, without them: no C++ compiler). Measured on an
+# AMD EPYC (benchmarks/README.md); `autotune` replaces them by what is fastest on the machine at hand.
 CPU_PLANS = {
     'audio': (('fft', 'fft', 'xla'), ('fft', 'fft', 'xla')),
     'video': (('native',) * 4, ('fold2d+patches:2', 'fold2d+patches', 'patches:2', 'patches:2')),
@@ -50,10 +51,10 @@ class Plan:
     return f'{text} ({self.origin})' if self.origin else text
 
 
-def native_runs_here(backend: str, devices: int) -> bool:
-  """Whether the native kernels may run: a CPU backend with one device (XLA cannot partition their
-  custom calls over a batch sharded across devices) and a C++ compiler to build them."""
-  return backend == 'cpu' and devices == 1 and native.available()
+def native_runs_here(backend: str) -> bool:
+  """Whether the native kernels may run: a CPU backend and a C++ compiler to build them. On a mesh of
+  several devices they run per device (`native._per_device`) inside `jax.set_mesh`, as training sets it."""
+  return backend == 'cpu' and native.available()
 
 
 def check(conv_impl: str, pool_impl: str) -> None:
@@ -68,18 +69,16 @@ def check(conv_impl: str, pool_impl: str) -> None:
     raise ValueError(f"Unknown max-pool impl {pool_impl!r}; expected 'fast' or one of {pools.POOL_IMPLS}.")
 
 
-def resolve(conv_impl: str = 'fast', pool_impl: str = 'fast', *, backend: str | None = None,
-            devices: int | None = None) -> Plan:
-  """The plan that `conv_impl` and `pool_impl` mean on `backend` with `devices` devices (default: here).
+def resolve(conv_impl: str = 'fast', pool_impl: str = 'fast', *, backend: str | None = None) -> Plan:
+  """The plan that `conv_impl` and `pool_impl` mean on `backend` (default: here).
 
-  'fast' convolutions: `CPU_PLANS` on a CPU, lax.conv on a GPU or TPU (the vendor's convolutions).
-  'fast' pools: 'native' where the native kernels run, else 'slices'. Any other value applies to
-  every layer.
+  'fast' convolutions: `CPU_PLANS` on a CPU (until `autotune.tune` times them), lax.conv on a GPU or
+  TPU (the vendor's convolutions). 'fast' pools: 'native' where the native kernels run, else 'slices'.
+  Any other value applies to every layer.
   """
   check(conv_impl, pool_impl)  # a clear error for an unknown impl, before any layer is built
   backend = backend or jax.default_backend()
-  devices = jax.device_count() if devices is None else devices
-  native_here = native_runs_here(backend, devices)
+  native_here = native_runs_here(backend)
   if conv_impl == 'fast':
     if backend == 'cpu':
       audio, video = (plans[0] if native_here else plans[1] for plans in CPU_PLANS.values())
