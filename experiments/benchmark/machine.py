@@ -27,7 +27,10 @@ def describe() -> dict[str, Any]:
     fields = dict(line.split(':', 1) for line in lines if ':' in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     info['cpu'] = fields.get('model name', info['cpu'])
-    info['avx512'] = 'avx512f' in fields.get('flags', '')
+    cpu_flags = fields.get('flags', '').split()
+    info['avx512'] = 'avx512f' in cpu_flags
+    # the vector and matrix extensions that decide which kernels win (the other flags do not)
+    info['cpu_vector_flags'] = sorted(f for f in cpu_flags if f.startswith(('avx', 'fma', 'amx', 'f16c', 'vnni')))
     info['nominal_ghz'] = float(fields['cpu MHz']) / 1000 if 'cpu MHz' in fields else None
   except OSError:
     pass

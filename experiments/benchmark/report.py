@@ -31,6 +31,8 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
                     f"{_fmt(info.get('theoretical_peak_flops') and info['theoretical_peak_flops'] / 1e9, '.0f')} "
                     'GFLOP/s') + f"; GLIBC_TUNABLES={info.get('glibc_tunables') or 'none'} (both frameworks).",
       '',
+      f"CPU vector extensions: {' '.join(info.get('cpu_vector_flags') or ['-'])}.",
+      '',
       '| model | emojax samples/s | torch | torch channels_last | ratio vs torch | ratio vs channels_last | '
       'emojax setting (conv_impl/pool_impl:dtype) | compile s | compilations (total / in timed steps) | '
       'GFLOP/step (direct conv) | % of matmul peak | peak RSS MB (emojax / torch) | '
@@ -57,6 +59,11 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"| {_fmt(flops and flops / 1e9, '.0f')} | {_fmt(fraction, '.1f')} "
         f"| {_fmt(jx.get('peak_rss_mb'), '.0f')} / {_fmt(pt.get('peak_rss_mb'), '.0f')} | {device_cell}"
         f"{_fmt(jx.get('latency_ms'), '.1f')} / {_fmt(pt.get('latency_ms'), '.1f')} |")
+  plans = [(name, best_emojax(results, name)) for name in info['models']]
+  plans = [(name, jx) for name, jx in plans if jx.get('kernel_plan')]
+  if plans:
+    lines += ['', 'Kernel plans (training step; batch-1 forward of the latency column), as the run printed them:', '']
+    lines += [f"- {name}: {jx['kernel_plan']}; batch 1: {jx.get('latency_kernel_plan', '-')}" for name, jx in plans]
   settings = list(dict.fromkeys(r['setting'] for r in results if r.get('framework') == 'emojax' and 'setting' in r))
   if len(settings) > 1:
     lines += ['', 'emojax training samples/s per setting (conv_impl/pool_impl:dtype):', '',
