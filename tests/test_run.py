@@ -43,6 +43,8 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   result = _run('--config=configs/fusion.py:smoke', f'--workdir={workdir}', f'--config.data.data_dir={data_dir}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'test accuracy' in result.stdout
+  [kernels] = [l for l in result.stdout.splitlines() if l.startswith('Kernels (cpu')]
+  assert 'audio convs' in kernels and 'video convs' in kernels and '(autotuned: ' in kernels  # the plan, and whence
   summary = json.loads((workdir / 'summary.json').read_text())
   assert summary['final']['epoch'] == 2 and 0 <= summary['final']['accuracy'] <= 1
   for name in ('loss.png', 'accuracy.png', 'confusion.png'):

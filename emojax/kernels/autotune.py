@@ -34,6 +34,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
+import numpy as np
 
 from emojax.kernels import native, plans
 
@@ -200,6 +202,20 @@ def time_layer(conv: Conv, impls: tuple[str, ...], *, training: bool, budget_s: 
           'tuned': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 
 
+def _agree(chosen: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+  """Process 0's impls for every process (one process: `chosen` itself)."""
+  if jax.process_count() == 1:
+    return chosen
+  names = sorted({*CANDIDATES[2], *CANDIDATES[3], *(i for p in plans.CPU_PLANS.values() for plan in p for i in plan)})
+  order = [(s, i) for s in ('audio', 'video') for i in range(len(chosen[s]))]
+  codes = np.array([names.index(chosen[s][i]) for s, i in order], np.int32)
+  codes = multihost_utils.broadcast_one_to_all(codes)
+  agreed = {'audio': [], 'video': []}
+  for (stream, _), code in zip(order, codes):
+    agreed[stream].append(names[int(code)])
+  return {s: tuple(v) for s, v in agreed.items()}
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
   """One tuner at a time per cache (concurrent runs would time each other's load)."""
@@ -242,11 +258,14 @@ def tune(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct], *, training:
   native_runs = plans.native_runs_here(jax.default_backend())
   convs = network_convs(model, inputs)
   start = time.perf_counter()
+  # Every process of a multi-process run must compile the same program: process 0 times, the others
+  # take its choice (`_agree`).
+  timing = jax.process_index() == 0
   with _locked(path):
     cache = _read(path)
     layers = cache.setdefault(key, {'machine': info, 'layers': {}})['layers']
     small = [c for c in convs if c.key(training) not in layers and step_flops(c, training) < min_flops]
-    missing = [c for c in convs if c.key(training) not in layers and c not in small]
+    missing = [c for c in convs if c.key(training) not in layers and c not in small] if timing else []
     for n, conv in enumerate(missing, 1):
       print(f'Autotuning the convolutions for this machine, once ({n}/{len(missing)}: {conv.stream} conv '
             f'{conv.index}, {conv.key(training)})', file=sys.stderr)
@@ -259,8 +278,10 @@ def tune(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct], *, training:
     entry = layers.get(conv.key(training))
     return entry['impl'] if entry else getattr(model.plan, conv.stream)[conv.index]
 
-  chosen = {s: tuple(impl(c) for c in convs if c.stream == s) for s in ('audio', 'video')}
+  chosen = _agree({s: tuple(impl(c) for c in convs if c.stream == s) for s in ('audio', 'video')})
   cached = len(convs) - len(missing) - len(small)
+  if not timing:
+    return dataclasses.replace(model.plan, **chosen, origin="autotuned: process 0's plan")
   origin = ', '.join(filter(None, (
       f'{len(missing)} conv(s) timed now in {time.perf_counter() - start:.0f} s' if missing else '',
       f'{cached} from the cache' if cached else '', f'{len(small)} too small to time' if small else '')))

@@ -25,7 +25,7 @@ formula, so the authors' clamped loss cannot be a point.
 Sizes (points x epochs; wall on 2 CPU cores, estimated where not said):
   (default)  4 recipes x 3 seeds = 12 points x 10 epochs: 7 min 17 s with --jobs=1 plus 1 array build (measured)
   emodb, ravdess  12 points x 40 epochs (configs/emodb.py), about 50 min on Emo-DB
-  emodb,folds     4 recipes x 8 folds = 32 points x 40 epochs
+  emodb,folds     4 recipes x 8 folds = 32 points x 40 epochs: 40 min 28 s with --jobs=2 (measured)
   pretrain   3 recipes x 3 seeds = 9 points x 10 epochs, about 40 min
   smoke      paper and emojax, seed 0: 2 points x 1 epoch, about 45 s (pretrain,smoke: 65 s; measured)
 """
