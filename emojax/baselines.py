@@ -15,11 +15,14 @@ Regularisation: 'final' is C = 1, no choice made; 'best' is the C of C_GRID with
 validation accuracy (validation speakers, never test ones), trained on the training side only,
 as the networks' best checkpoint is.
 
-Features are cached per corpus and variant under data_dir as .npz (no pickle).
+Features are cached per corpus and variant under data_dir as .npz (no pickle). The fitted C = 1 model
+is saved as `model.skops` (skops' format: no pickle), which `Baseline` loads to score new recordings,
+alone or averaged with a network (`inference.FusedPredictor`).
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
 from typing import Any, Sequence
 
@@ -221,4 +224,58 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       'final': _probabilities(fit(1.0), x[test], len(class_names)),
       'best': _probabilities(fit(summary['best']['C']), x[test], len(class_names)) if 'best' in summary else None})
   files.write_json(os.path.join(workdir, 'summary.json'), summary)
+  save_model(fit(1.0), workdir)
   return summary
+
+
+MODEL_FILE = 'model.skops'
+
+
+def save_model(model, workdir: str) -> None:
+  import skops.io  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, MODEL_FILE)
+  skops.io.dump(model, path + '.tmp')
+  os.replace(path + '.tmp', path)
+
+
+def _load_model(path: str):
+  """The fitted pipeline, loading only scikit-learn and numpy types (skops refuses any other)."""
+  import skops.io  # pylint: disable=import-outside-toplevel
+  untrusted = skops.io.get_untrusted_types(file=path)
+  foreign = [t for t in untrusted if not t.startswith(('sklearn.', 'numpy.'))]
+  if foreign:
+    raise ValueError(f'{path} holds types other than scikit-learn and numpy ones: {foreign}')
+  return skops.io.load(path, trusted=untrusted)
+
+
+class Baseline:
+  """A fitted baseline run (its workdir): features of whole recordings -> class probabilities."""
+
+  def __init__(self, workdir: str):
+    paths = {name: os.path.join(workdir, name) for name in ('config.json', 'summary.json', MODEL_FILE)}
+    missing = [name for name, path in paths.items() if not os.path.exists(path)]
+    if missing:
+      raise FileNotFoundError(f'{workdir}: no {" or ".join(missing)}; is it the workdir of a finished baseline run '
+                              '(experiments.run with model.name one of ' + ', '.join(MODELS) + ')?')
+    config, summary = (json.loads(open(paths[name]).read()) for name in ('config.json', 'summary.json'))
+    self.name = config['model']['name']
+    self.features, _ = MODELS[self.name]
+    self.denoise = _WHOLE_UTTERANCE[config['data']['variant']]
+    self.normalize = config['data']['normalize'] == 'speaker'
+    self.class_names = tuple(summary['class_names'])
+    self.model = _load_model(paths[MODEL_FILE])
+
+  def features_of(self, wave: np.ndarray, sr: int) -> np.ndarray:
+    """The baseline's feature vector of one recording, as training computed it."""
+    features.check_waveform(wave, sr)
+    return EXTRACTORS[self.features](audio.denoise(wave, sr) if self.denoise else wave, sr)
+
+  def probabilities(self, rows: np.ndarray, speakers: Sequence[str] | None = None) -> np.ndarray:
+    """(N, K) class probabilities of feature rows; a speaker-normalised baseline standardises them per
+    speaker first (`speakers`, one name per row), as in training."""
+    rows = np.asarray(rows, np.float64)
+    if self.normalize:
+      if speakers is None:
+        raise ValueError(f'{self.name} is speaker-normalised: name each recording\'s speaker')
+      rows = standardise_per_speaker(rows, speakers)
+    return np.asarray(_probabilities(self.model, rows, len(self.class_names)))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emojax import audio, checkpoints, features, loader, models, train, video
+from emojax import audio, baselines, checkpoints, features, loader, models, train, video
 
 AUDIO_EXTENSIONS = audio.SOUNDFILE_EXTENSIONS
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.flv', '.mov', '.mkv', '.webm')
@@ -45,6 +45,7 @@ class Prediction:
   duration: float = 0.0                           # seconds of audio
   error: str | None = None
   notes: tuple[str, ...] = ()
+  parts: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # a fusion's members' probabilities
 
   @property
   def emotion(self) -> str | None:
@@ -57,6 +58,8 @@ class Prediction:
       out['probabilities'] = dict(zip(self.class_names, map(float, self.probabilities)))
       out['windows'] = [{'start_s': float(t), **dict(zip(self.class_names, map(float, p)))}
                         for t, p in zip(self.window_starts, self.window_probabilities)]
+    for name, probabilities in self.parts.items():
+      out.setdefault('parts', {})[name] = dict(zip(self.class_names, map(float, probabilities)))
     return out
 
 
@@ -240,6 +243,46 @@ class Predictor:
                                   notes=notes.get(path, ())))
       else:
         results.append(self._predict(path, windows[path], stats_of[path], notes.get(path, ())))
+    return results
+
+
+class FusedPredictor:
+  """A network's predictions averaged with a fitted baseline's, equal weights fixed beforehand: the late
+  fusion the cross-validation reports compute. Per recording, the mean of the network's windows and the
+  baseline's probabilities of the whole recording (its features describe whole utterances). Both
+  members must be of one mode: speaker-blind, or speaker-normalised over each speaker's files."""
+
+  def __init__(self, predictor: Predictor, baseline: baselines.Baseline):
+    if baseline.class_names != predictor.class_names:
+      raise ValueError(f'The baseline {baseline.name} has classes {baseline.class_names}, the network '
+                       f'{predictor.class_names}: fuse models of one class set.')
+    if baseline.normalize != (predictor.config.data.normalize == 'speaker'):
+      raise ValueError(f'One of the network (data.normalize={predictor.config.data.normalize}) and the baseline '
+                       f'{baseline.name} is speaker-normalised and the other is not: fuse models of one mode.')
+    self.predictor, self.baseline = predictor, baseline
+    self.class_names = predictor.class_names
+
+  def predict_files(self, paths: Sequence[str], *, speakers: dict[str, str] | None = None,
+                    speaker_stats: np.ndarray | None = None, progress: bool = True) -> list[Prediction]:
+    """As `Predictor.predict_files`; a file either member cannot use gets that member's error."""
+    if speaker_stats is not None and self.baseline.normalize:
+      raise ValueError(f'{self.baseline.name} standardises its features over every file of a speaker: name the '
+                       'speakers of the files instead of passing saved spectrogram statistics.')
+    results = self.predictor.predict_files(paths, speakers=speakers, speaker_stats=speaker_stats, progress=progress)
+    rows = {}
+    for result in results:
+      if result.error is None:
+        try:
+          rows[result.source] = self.baseline.features_of(*audio.load_waveform(result.source))
+        except (OSError, ValueError, RuntimeError) as error:
+          result.error, result.probabilities = f'{self.baseline.name}: {type(error).__name__}: {error}', None
+    usable = [r for r in results if r.error is None]
+    if usable:
+      groups = [(speakers or {}).get(r.source, '') for r in usable]
+      probabilities = self.baseline.probabilities(np.stack([rows[r.source] for r in usable]), groups)
+      for result, baseline_probabilities in zip(usable, probabilities):
+        result.parts = {'network': result.probabilities, self.baseline.name: baseline_probabilities}
+        result.probabilities = (result.probabilities + baseline_probabilities) / 2
     return results
 
 

@@ -2,6 +2,7 @@ r"""Predicts the emotion of recordings with a trained workdir's model.
 
   python -m experiments.predict --workdir=workdirs/emodb_cnn_rnn my_recording.wav more/ --output=predictions.csv
   python -m experiments.predict --workdir=W clip.mp4 --plot=timelines/        # probabilities over time, one PNG per file
+  python -m experiments.predict --workdir=W --fuse_with=B recordings/       # averaged with a baseline run B's model
 
 The workdir's config.json gives the model, the front end and the clip length; its best checkpoint
 (picked on validation speakers; --checkpoint=latest for the last one) gives the weights. Files: wav,
@@ -11,6 +12,9 @@ and its probabilities are their mean. A file that cannot be used gets its error 
 others go on. Speaker-normalised models (data.normalize=speaker) compute each speaker's statistics
 from every file of that speaker: --speakers=folder (each folder one speaker, the default) or one (all
 files one speaker), or --speaker_stats=FILE.npz (saved earlier with --save_speaker_stats).
+--fuse_with names the workdir of a baseline run (e.g. model.name=egemaps_svm on the same corpus, classes
+and mode): each file's probabilities are then the mean of the network's and the baseline's, the late
+fusion the cross-validation reports measure (docs/results.md).
 """
 import csv
 import json
@@ -20,7 +24,7 @@ import sys
 from absl import app, flags, logging
 import numpy as np
 
-from emojax import checkpoints, inference
+from emojax import baselines, checkpoints, inference
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished experiments.run training run.', required=True)
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint of the workdir.')
@@ -34,6 +38,8 @@ _SPEAKERS = flags.DEFINE_enum('speakers', 'folder', ['folder', 'one'], 'Speaker-
                               'share a speaker (their statistics are computed together).')
 _SPEAKER_STATS = flags.DEFINE_string('speaker_stats', None, 'Speaker-normalised models: a .npz of one speaker\'s '
                                      'statistics (--save_speaker_stats) used for every file.')
+_FUSE_WITH = flags.DEFINE_string('fuse_with', None, 'Workdir of a baseline run (experiments.run with a baseline '
+                                 'model.name): average its probabilities with the network\'s, equal weights.')
 _SAVE_SPEAKER_STATS = flags.DEFINE_string('save_speaker_stats', None, 'Compute one speaker\'s statistics from all '
                                           'the files given, save them to this .npz, and predict with them.')
 
@@ -85,10 +91,14 @@ def main(argv):
     raise app.UsageError(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
   try:
     predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
-  except (FileNotFoundError, checkpoints.DamagedCheckpoint) as e:
+    scorer = predictor
+    if _FUSE_WITH.value:
+      scorer = inference.FusedPredictor(predictor, baselines.Baseline(_FUSE_WITH.value))
+  except (FileNotFoundError, ValueError, checkpoints.DamagedCheckpoint) as e:
     sys.exit(f'Error: {e}')
   print(f'Model {predictor.config.model.name} from {predictor.checkpoint}; classes {", ".join(predictor.class_names)}; '
-        f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}.')
+        f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}'
+        + (f'; averaged with the baseline {scorer.baseline.name} of {_FUSE_WITH.value}.' if _FUSE_WITH.value else '.'))
   stats = None
   if _SPEAKER_STATS.value:
     stats = np.load(_SPEAKER_STATS.value)['stats']
@@ -97,7 +107,10 @@ def main(argv):
     np.savez(_SAVE_SPEAKER_STATS.value, stats=stats)
     print(f'Speaker statistics of {len(paths)} file(s) saved to {_SAVE_SPEAKER_STATS.value}.')
   speakers = {p: os.path.dirname(os.path.abspath(p)) for p in paths} if _SPEAKERS.value == 'folder' else None
-  results = predictor.predict_files(paths, speakers=speakers, speaker_stats=stats)
+  try:
+    results = scorer.predict_files(paths, speakers=speakers, speaker_stats=stats)
+  except ValueError as e:
+    sys.exit(f'Error: {e}')
   print_table(results, predictor.class_names)
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)

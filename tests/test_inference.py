@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emojax import inference, models, train
+from emojax import audio, baselines, inference, models, train
 from experiments.configs import common, emodb, fusion
 from tests import test_checkpoints
 
@@ -181,3 +181,49 @@ def test_a_damaged_checkpoint_is_refused_with_a_clear_error(emodb_run, tmp_path)
   done = _predict_cli(f'--workdir={copy}', sorted(glob.glob(os.path.join(root, 'wav', '*.wav')))[0])
   assert done.returncode == 1 and 'Error: Checkpoint' in done.stderr and 'is damaged' in done.stderr
   assert 'Traceback' not in done.stderr
+
+
+def test_a_baseline_run_saves_a_model_that_reproduces_its_test_probabilities_and_fuses(emodb_run, tmp_path):
+  """The eGeMAPS logistic regression on the network's fold: reloaded (skops, no pickle) it gives the run's
+  own test probabilities from the files, and the fused prediction is the mean of both members."""
+  workdir, root = emodb_run
+  baseline_dir = tmp_path / 'baseline'
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={baseline_dir}',
+       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path / "arrays"}',
+       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
+       '--config.model.name=egemaps_logreg'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  recorded = json.load(open(baseline_dir / 'predictions.json'))
+  files = [os.path.join(root, 'wav', u + '.wav') for u in recorded['utterances']]
+  baseline = baselines.Baseline(str(baseline_dir))
+  rows = np.stack([baseline.features_of(*audio.load_waveform(f)) for f in files])
+  np.testing.assert_allclose(baseline.probabilities(rows), recorded['final'], atol=2e-6)
+
+  predictor = inference.Predictor.from_workdir(workdir)
+  network = predictor.predict_files(files[:4], progress=False)
+  fused = inference.FusedPredictor(predictor, baseline).predict_files(files[:4], progress=False)
+  for alone, both, expected in zip(network, fused, recorded['final'][:4]):
+    np.testing.assert_allclose(both.parts['network'], alone.probabilities, rtol=1e-6)
+    np.testing.assert_allclose(both.parts['egemaps_logreg'], expected, atol=2e-6)
+    np.testing.assert_allclose(both.probabilities, (alone.probabilities + np.asarray(expected)) / 2, atol=2e-6)
+  out = tmp_path / 'fused.json'
+  cli = _predict_cli(f'--workdir={workdir}', f'--fuse_with={baseline_dir}', *files[:2], f'--output={out}')
+  assert cli.returncode == 0, cli.stderr[-3000:]
+  assert 'averaged with the baseline egemaps_logreg' in cli.stdout
+  written = json.load(open(out))['files']
+  np.testing.assert_allclose(list(written[0]['probabilities'].values()), fused[0].probabilities, atol=1e-5)
+  assert set(written[0]['parts']) == {'network', 'egemaps_logreg'}
+
+  # A member of the other mode, a workdir that is not a baseline run, a file a member cannot use: clear errors.
+  config = json.load(open(baseline_dir / 'config.json'))
+  config['data']['normalize'] = 'speaker'
+  (baseline_dir / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(ValueError, match='one mode'):
+    inference.FusedPredictor(predictor, baselines.Baseline(str(baseline_dir)))
+  with pytest.raises(FileNotFoundError, match='baseline run'):
+    baselines.Baseline(workdir)
+  short = tmp_path / 'short.wav'
+  sf.write(short, np.full(800, 0.1), 16000)
+  [refused] = inference.FusedPredictor(predictor, baseline).predict_files([str(short)], progress=False)
+  assert refused.error and refused.probabilities is None
