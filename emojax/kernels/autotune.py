@@ -9,8 +9,8 @@ each candidate once at a probe batch of 2 and times only those close to the best
 of the budget is spent (its fastest so far is kept).
 
 The cache is a JSON file (`cache_path()`, under $EMOJAX_CACHE, default ~/.cache/emojax), keyed by the CPU
-model and instruction-set flags, the usable cores, jax/jaxlib, XLA_FLAGS and whether the native kernels
-run, then by each layer's shapes: a later run with the same shapes reads its plan without timing anything,
+model and instruction-set flags, the usable cores, jax/jaxlib, XLA_FLAGS, whether the native kernels
+run and the kernels' source code, then by each layer's shapes: a later run with the same shapes reads its plan without timing anything,
 so the plan, and the run's bits, stay fixed. Every candidate is an impl of `plans.conv_function`, all
 tested equal to lax.conv (tests/test_kernels.py): the choice changes speed, never the function.
 """
@@ -86,7 +86,10 @@ def machine() -> dict[str, Any]:
         cpu[name.strip()] = value.strip()
   except OSError:
     cpu['model name'] = platform.processor() or platform.machine()
+  # the implementations' own code: a changed kernel is timed again
+  sources = hashlib.sha256(b''.join(p.read_bytes() for p in sorted(Path(__file__).parent.glob('*.[pc]*'))))
   return {'cpu': cpu.get('model name', ''), 'flags_sha': hashlib.sha256(cpu.get('flags', '').encode()).hexdigest()[:12],
+          'kernels_sha': sources.hexdigest()[:12],
           'cores': len(os.sched_getaffinity(0)), 'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'native': native.available()}
 
