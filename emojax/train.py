@@ -465,7 +465,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data: l
   plots = metrics.plot_run(log.read(), data.class_names, os.path.join(workdir, 'plots')) if main_process else []
   summary = {'final': final, 'objective': config.objective, 'class_names': list(data.class_names),
              'plots': plots, 'checkpoints': os.path.join(os.path.abspath(workdir), 'checkpoints'),
-             'description': _describe(final), 'stopped_early': stopped_early}
+             'description': _describe(final), 'stopped_early': stopped_early,
+             # the convolutions' impls (autotuned per machine): the same plan repeats the run bit for bit
+             'kernel_plan': {'audio': list(model.plan.audio), 'video': list(model.plan.video), 'pool': model.plan.pool}}
   if ckpts.has_best():
     best = ckpts.best_meta()
     summary['best'] = {'epoch': best['epoch'], 'validation': best['metrics'], 'test': best['test'],

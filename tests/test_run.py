@@ -46,6 +46,7 @@ def test_main_command_trains_and_writes_outputs(tmp_path, data_dir):
   [kernels] = [l for l in result.stdout.splitlines() if l.startswith('Kernels (cpu')]
   assert 'audio convs' in kernels and 'video convs' in kernels and '(autotuned: ' in kernels  # the plan, and whence
   summary = json.loads((workdir / 'summary.json').read_text())
+  assert ','.join(summary['kernel_plan']['audio']) in kernels and summary['kernel_plan']['pool'] in kernels
   assert summary['final']['epoch'] == 2 and 0 <= summary['final']['accuracy'] <= 1
   for name in ('loss.png', 'accuracy.png', 'confusion.png'):
     assert (workdir / 'plots' / name).exists()
