@@ -45,7 +45,7 @@ CANDIDATES = {2: ('native', 'fft', 'xla', 'patches'),
               3: ('native', 'fold2d+patches:2', 'fold2d+patches', 'patches:2', 'xla')}
 BUDGET_S = 60.0       # per network, over the layers not in the cache
 MIN_FLOPS = 1e8       # layers costing less a step (about a millisecond) keep the untuned plan's impl
-PROBE_FLOPS = 2e9      # layers costing more a step (direct-conv FLOPs) are probed at PROBE_BATCH first
+PROBE_FLOPS = 2e9     # layers costing more a step (direct-conv FLOPs) are probed at PROBE_BATCH first
 PROBE_BATCH = 2
 PROBE_MARGIN = 2.0    # candidates slower than this x the best probe are not timed at the run's batch
 REPEATS = 3           # the best of these: the least disturbed by other work on the machine
