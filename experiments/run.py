@@ -72,7 +72,8 @@ def main(argv):
 
 def evaluate_only(config, workdir: str) -> None:
   data = loader.load_data(config, workdir)
-  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model))
+  model = models.get_model(config.model.name, num_classes=len(data.class_names), **models.options(config.model),
+                           tune_for=train.device_inputs(data.test, config.train.batch_size), training=False)
   result = train.evaluate_checkpoint(config.init_from or workdir, data, model, config)
   print(json.dumps({k: result[k] for k in ('checkpoint', 'accuracy', 'unweighted_accuracy', 'count')}))
   if result['recorded'] is not None:
