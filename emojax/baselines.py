@@ -257,7 +257,10 @@ class Baseline:
     if missing:
       raise FileNotFoundError(f'{workdir}: no {" or ".join(missing)}; is it the workdir of a finished baseline run '
                               '(experiments.run with model.name one of ' + ', '.join(MODELS) + ')?')
-    config, summary = (json.loads(open(paths[name]).read()) for name in ('config.json', 'summary.json'))
+    with open(paths['config.json']) as f:
+      config = json.load(f)
+    with open(paths['summary.json']) as f:
+      summary = json.load(f)
     self.name = config['model']['name']
     self.features, _ = MODELS[self.name]
     self.denoise = _WHOLE_UTTERANCE[config['data']['variant']]
