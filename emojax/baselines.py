@@ -38,7 +38,7 @@ MODELS = {'mfcc_logreg': ('mfcc', 'logreg'), 'mfcc_svm': ('mfcc', 'svm'),
           'egemaps_logreg': ('egemaps', 'logreg'), 'egemaps_svm': ('egemaps', 'svm')}
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 SAMPLE_RATE = 16000
-_WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip variants have no per-utterance vector
+WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip variants have no per-utterance vector
 
 
 # The config fields a baseline reads (corpus.* too): a sweep point's other fields may change freely.
@@ -129,6 +129,11 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   return np.stack(rows), usable, errors
 
 
+def feature_cache(config, kind: str) -> str:
+  """Where the `kind` features of the run's corpus and variant are cached (shared by baselines and hybrid networks)."""
+  return os.path.join(config.data.data_dir, corpora.corpus_key(config.corpus), f'baseline_{kind}_{config.data.variant}.npz')
+
+
 def standardise_per_speaker(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
   """Each feature standardised over each speaker's own rows (a constant feature becomes 0)."""
   out = np.empty_like(x, dtype=np.float64)
@@ -176,15 +181,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Fits the baseline `config.model.name` on the run's split and writes summary.json and split.json."""
   features_kind, classifier_kind = MODELS[config.model.name]
   dc = config.data
-  if dc.variant not in _WHOLE_UTTERANCE:
+  if dc.variant not in WHOLE_UTTERANCE:
     raise ValueError(f'Baselines describe whole utterances: use data.variant ds1 or ds3 (denoised), '
                      f'not {dc.variant!r}.')
   if dc.normalize not in ('none', 'utterance', 'speaker'):
     raise ValueError(f"Unknown data.normalize {dc.normalize!r}; expected 'none', 'utterance' or 'speaker'.")
   corpus = corpora.get_corpus(config.corpus)
   items, class_names, labels = utterances(corpus, dc.class_set, dc.merge_exc)
-  cache = os.path.join(dc.data_dir, corpora.corpus_key(config.corpus), f'baseline_{features_kind}_{dc.variant}.npz')
-  x, usable, errors = feature_matrix(corpus, items, features_kind, denoise=_WHOLE_UTTERANCE[dc.variant], cache=cache)
+  x, usable, errors = feature_matrix(corpus, items, features_kind, denoise=WHOLE_UTTERANCE[dc.variant],
+                                     cache=feature_cache(config, features_kind))
   items = [item for item, ok in zip(items, usable) if ok]
   y = np.array([label for label, ok in zip(labels, usable) if ok])
   examples = [{'utterance': i.id, 'speaker': i.speaker, 'group': i.group, 'label': int(l), 'clip': 0, 'copy': 0}
@@ -263,7 +268,7 @@ class Baseline:
       summary = json.load(f)
     self.name = config['model']['name']
     self.features, _ = MODELS[self.name]
-    self.denoise = _WHOLE_UTTERANCE[config['data']['variant']]
+    self.denoise = WHOLE_UTTERANCE[config['data']['variant']]
     self.normalize = config['data']['normalize'] == 'speaker'
     self.class_names = tuple(summary['class_names'])
     self.model = _load_model(paths[MODEL_FILE])

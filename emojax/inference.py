@@ -9,7 +9,9 @@ overlapping by half: each window goes through the run's front end and model, and
 the windows' mean. A recording no longer than one window is one window, treated exactly as in
 training (the whole utterance for the full-utterance variants ds1/ds3; padded with noise to a clip
 for ds2/ds4). Models trained with speaker normalisation need each speaker's statistics
-(`speaker_statistics` over several recordings of that speaker, or a saved .npz of them).
+(`speaker_statistics` over several recordings of that speaker, or a saved .npz of them). Hybrid models
+(`data.functionals`) also read each window's eGeMAPS or MFCC statistics, standardised as in training: by
+the training side's scale (the workdir's functionals.json) or by the speaker's statistics.
 """
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ class Predictor:
   """A restored model with its run's config: `predict` scores recordings or waveforms."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], class_names: Sequence[str],
-               checkpoint: str = '', window_seconds: float | None = None):
+               checkpoint: str = '', window_seconds: float | None = None,
+               functionals_scale: dict[str, Any] | None = None):
     if config.objective != 'cross_entropy':
       raise ValueError(f'{checkpoint or "this run"} was trained with objective {config.objective!r}: it has no '
                        'classifier to predict with (fine-tune it with cross_entropy first).')
@@ -82,6 +85,14 @@ class Predictor:
     # record: a long recording's windows should match it (Emo-DB's files here: 2 s).
     self.window_seconds = float(window_seconds or config.data.clip_seconds)
     self._probabilities = None
+    # A hybrid's functionals: their kind, and in the speaker-blind mode the training side's (mean, std).
+    self.functionals = config.data.get('functionals', '')
+    self.functionals_scale = None
+    if self.functionals and config.data.normalize != 'speaker':
+      if functionals_scale is None:
+        raise ValueError(f'{checkpoint or "this model"} reads {self.functionals} functionals standardised on its '
+                         f'training side: pass that scale ({loader.FUNCTIONALS_FILE} of its workdir).')
+      self.functionals_scale = (np.asarray(functionals_scale['mean']), np.asarray(functionals_scale['std']))
 
   def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
     """(BATCH, K) probabilities of one batch of windows (every call has BATCH windows: one compiled shape)."""
@@ -116,7 +127,12 @@ class Predictor:
     variables = {'params': state['params']}
     if state.get('batch_stats') is not None:
       variables['batch_stats'] = state['batch_stats']
-    return cls(config, variables, class_names, checkpoint=step_dir, window_seconds=window_seconds)
+    scale = None
+    if os.path.exists(os.path.join(workdir, loader.FUNCTIONALS_FILE)):
+      with open(os.path.join(workdir, loader.FUNCTIONALS_FILE)) as f:
+        scale = json.load(f)
+    return cls(config, variables, class_names, checkpoint=step_dir, window_seconds=window_seconds,
+               functionals_scale=scale)
 
   # -------------------------------------------------------------------------------------------
   # Recording -> windows of model inputs.
@@ -168,13 +184,16 @@ class Predictor:
                                                n_frames=self.spec.video_frames, size=self.spec.video_size,
                                                crop=self.spec.video_crop)
       example['audio'] = features.audio_features(piece, sr, self.spec).astype(np.float32)
+      if self.functionals:  # of the window, as training's of the (denoised) utterance
+        example['functionals'] = baselines.EXTRACTORS[self.functionals](piece, sr)
       inputs.append(example)
     return inputs, starts, duration
 
-  def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> np.ndarray:
-    """(2, H, 1, C) mean and std of each spectrogram row over every window of `sources` (one speaker's
-    recordings): what a speaker-normalised model needs. An unusable recording raises."""
-    return _statistics([example['audio'] for source in sources for example in self.windows(source)[0]])
+  def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
+    """One speaker's statistics over every window of `sources` (their recordings), what a speaker-normalised
+    model needs: 'audio', the (2, H, 1, C) mean and std of each spectrogram row, and for a hybrid
+    'functionals', the (2, F) mean and std of each functional. An unusable recording raises."""
+    return _statistics([example for source in sources for example in self.windows(source)[0]])
 
   # -------------------------------------------------------------------------------------------
   # Windows -> probabilities.
@@ -190,25 +209,36 @@ class Predictor:
       out.append(probs[:len(chunk)])
     return np.concatenate(out)
 
-  def predict(self, source: str | tuple[np.ndarray, int], *, speaker_stats: np.ndarray | None = None) -> Prediction:
+  def predict(self, source: str | tuple[np.ndarray, int], *,
+              speaker_stats: dict[str, np.ndarray] | None = None) -> Prediction:
     """Scores one recording (a path, or a (waveform, sample rate) pair). Raises on an unusable
     recording (`predict_files` turns errors into per-file results)."""
     return self._predict(source, self.windows(source), speaker_stats)
 
-  def _predict(self, source, windows, speaker_stats: np.ndarray | None, notes: Sequence[str] = ()) -> Prediction:
+  def _standardize(self, example: dict[str, np.ndarray], speaker_stats: dict[str, np.ndarray] | None):
+    """A window's inputs standardised as training's were."""
     normalize = self.config.data.normalize
-    if normalize == 'speaker' and speaker_stats is None:
+    out = {**example, 'audio': loader.standardize(example['audio'], normalize,
+                                                  speaker_stats['audio'] if normalize == 'speaker' else None)}
+    if self.functionals:
+      mean, std = speaker_stats['functionals'] if normalize == 'speaker' else self.functionals_scale
+      out['functionals'] = ((example['functionals'] - mean) / std).astype(np.float32)
+    return out
+
+  def _predict(self, source, windows, speaker_stats: dict[str, np.ndarray] | None,
+               notes: Sequence[str] = ()) -> Prediction:
+    if self.config.data.normalize == 'speaker' and speaker_stats is None:
       raise ValueError('this model was trained with speaker normalisation (data.normalize=speaker): pass the '
                        "speaker's statistics (Predictor.speaker_statistics over several of their recordings)")
     inputs, starts, duration = windows
-    inputs = [{**x, 'audio': loader.standardize(x['audio'], normalize, speaker_stats)} for x in inputs]
+    inputs = [self._standardize(x, speaker_stats) for x in inputs]
     window_probabilities = self._score(inputs)
     return Prediction(source=source if isinstance(source, str) else '<waveform>', class_names=self.class_names,
                       probabilities=window_probabilities.mean(axis=0), window_probabilities=window_probabilities,
                       window_starts=starts, window_seconds=self.window_seconds, duration=duration, notes=tuple(notes))
 
   def predict_files(self, paths: Sequence[str], *, speakers: dict[str, str] | None = None,
-                    speaker_stats: np.ndarray | None = None, progress: bool = True) -> list[Prediction]:
+                    speaker_stats: dict[str, np.ndarray] | None = None, progress: bool = True) -> list[Prediction]:
     """Scores every file, each error kept as that file's result. A speaker-normalised model takes its
     statistics from `speaker_stats` when given, else per speaker (`speakers`: path -> name; unnamed files
     form one speaker) from all of that speaker's usable files; a speaker with one file gets a note saying so."""
@@ -222,7 +252,7 @@ class Predictor:
         windows[path] = self.windows(path)
       except (OSError, ValueError, RuntimeError) as error:
         windows[path] = f'{type(error).__name__}: {error}'
-    stats_of: dict[str, np.ndarray | None] = {p: speaker_stats for p in paths}
+    stats_of: dict[str, dict[str, np.ndarray] | None] = {p: speaker_stats for p in paths}
     notes: dict[str, tuple[str, ...]] = {}
     if self.config.data.normalize == 'speaker' and speaker_stats is None:
       groups: dict[str, list[str]] = {}
@@ -230,7 +260,7 @@ class Predictor:
         groups.setdefault((speakers or {}).get(path, ''), []).append(path)
       for name, members in groups.items():
         usable = [p for p in members if not isinstance(windows[p], str)]
-        stats = _statistics([x['audio'] for p in usable for x in windows[p][0]]) if usable else None
+        stats = _statistics([x for p in usable for x in windows[p][0]]) if usable else None
         note = (f'speaker statistics from {len(usable)} recording(s) of speaker {name or "(unnamed)"}'
                 + (': one recording only, so its own average spectrum is normalised away (less reliable)'
                    if len(usable) == 1 else ''))
@@ -263,7 +293,7 @@ class FusedPredictor:
     self.class_names = predictor.class_names
 
   def predict_files(self, paths: Sequence[str], *, speakers: dict[str, str] | None = None,
-                    speaker_stats: np.ndarray | None = None, progress: bool = True) -> list[Prediction]:
+                    speaker_stats: dict[str, np.ndarray] | None = None, progress: bool = True) -> list[Prediction]:
     """As `Predictor.predict_files`; a file either member cannot use gets that member's error."""
     if speaker_stats is not None and self.baseline.normalize:
       raise ValueError(f'{self.baseline.name} standardises its features over every file of a speaker: name the '
@@ -286,12 +316,17 @@ class FusedPredictor:
     return results
 
 
-def _statistics(images: Sequence[np.ndarray]) -> np.ndarray:
-  """(2, H, 1, C) mean and std of each row over every column of `images`: loader.speaker_statistics of
-  one speaker, as training computes them."""
-  if not images:
+def _statistics(windows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """One speaker's statistics over their windows, as training computes them: each spectrogram row's mean and
+  std over every column (loader.speaker_statistics), and each functional's (baselines.standardise_per_speaker)."""
+  if not windows:
     raise ValueError('no recording to compute speaker statistics from')
-  return loader.speaker_statistics([{'audio': image} for image in images], [{'speaker': ''}] * len(images))['']
+  stats = {'audio': loader.speaker_statistics(windows, [{'speaker': ''}] * len(windows))['']}
+  if 'functionals' in windows[0]:
+    rows = np.stack([x['functionals'] for x in windows]).astype(np.float64)
+    std = rows.std(axis=0)
+    stats['functionals'] = np.stack([rows.mean(axis=0), np.where(std > 0, std, 1.0)])
+  return stats
 
 
 def find_recordings(paths: Sequence[str]) -> list[str]:

@@ -16,7 +16,8 @@ import grain
 import jax
 import numpy as np
 
-from emojax import arrays, corpora, features, splits
+from emojax import arrays, baselines, corpora, features, files, splits
+from emojax.corpora.base import Utterance
 
 # The arrays a step consumes; the text fields stay on the host.
 ARRAY_KEYS = ('audio', 'video', 'label')
@@ -27,6 +28,11 @@ ARRAY_KEYS = ('audio', 'video', 'label')
 #   speaker    on every column of every clip of the clip's speaker, test speakers included, labels unused
 #              (speaker-normalised: transductive, needs the speaker's identity and several of their clips)
 NORMALIZE = ('none', 'utterance', 'speaker')
+# Per-utterance functionals a hybrid network reads beside its spectrogram (`data.functionals`): the baselines'
+# eGeMAPS or MFCC statistics, standardised per speaker in the speaker-normalised mode, else by the training
+# side's mean and std (written to the workdir's FUNCTIONALS_FILE, so a predictor applies the same scale).
+FUNCTIONALS = ('', 'egemaps', 'mfcc')
+FUNCTIONALS_FILE = 'functionals.json'
 _MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
 
 
@@ -68,6 +74,30 @@ def standardize(image: np.ndarray, normalize: str, speaker_stats: np.ndarray | N
   return ((image - mean) / std).astype(np.float32)
 
 
+def utterance_functionals(config, corpus, examples: Sequence[dict[str, Any]],
+                          train_indices: Sequence[int]) -> tuple[np.ndarray, dict[str, Any]]:
+  """((records, F) standardised functionals of each record's utterance, how they were standardised)."""
+  dc = config.data
+  wanted = {e['utterance'] for e in examples}
+  items = [u for u in corpus.utterances() if isinstance(u, Utterance) and u.id in wanted]
+  x, _, errors = baselines.feature_matrix(corpus, items, dc.functionals, denoise=baselines.WHOLE_UTTERANCE[dc.variant],
+                                          cache=baselines.feature_cache(config, dc.functionals))
+  if errors:
+    raise ValueError(f'data.functionals={dc.functionals!r}: no features for {len(errors)} utterance(s) the arrays '
+                     f'hold, e.g. {dict(list(errors.items())[:3])}')
+  row_of = {item.id: i for i, item in enumerate(items)}
+  scale: dict[str, Any] = {'kind': dc.functionals, 'variant': dc.variant, 'normalize': dc.normalize}
+  if dc.normalize == 'speaker':
+    x = baselines.standardise_per_speaker(x, [item.speaker for item in items])
+  else:
+    train_rows = sorted({row_of[examples[i]['utterance']] for i in train_indices})
+    mean, std = x[train_rows].mean(axis=0), x[train_rows].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    x = (x - mean) / std
+    scale.update(mean=mean.tolist(), std=std.tolist())
+  return x[[row_of[e['utterance']] for e in examples]].astype(np.float32), scale
+
+
 def time_windows(batch: dict[str, Any], crop_frames: int, count: int) -> Iterator[dict[str, Any]]:
   """The batch itself (crop_frames 0), or its `count` windows of crop_frames audio columns, evenly spaced
   from the first column to the last (numpy or sharded jax arrays: slicing keeps the batch sharding)."""
@@ -103,7 +133,7 @@ class _Lookup:
   Picklable for Grain workers."""
 
   def __init__(self, source: Any, speakers: dict[str, int] | None = None, normalize: str = 'none',
-               speaker_stats: dict[str, np.ndarray] | None = None):
+               speaker_stats: dict[str, np.ndarray] | None = None, functionals: np.ndarray | None = None):
     if normalize not in NORMALIZE:
       raise ValueError(f'Unknown normalisation {normalize!r}; expected one of {list(NORMALIZE)}.')
     if normalize == 'speaker' and speaker_stats is None:
@@ -112,6 +142,7 @@ class _Lookup:
     self.speakers = speakers
     self.normalize = normalize
     self.speaker_stats = speaker_stats
+    self.functionals = functionals
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[int(index)]
@@ -119,6 +150,8 @@ class _Lookup:
     if 'audio' in element and self.normalize != 'none':
       stats = self.speaker_stats[_text(record['speaker'])] if self.normalize == 'speaker' else None
       element['audio'] = standardize(element['audio'], self.normalize, stats)
+    if self.functionals is not None:
+      element['functionals'] = self.functionals[int(index)]
     if self.speakers is not None:
       element['speaker'] = np.int32(self.speakers[_text(record['speaker'])])
     return element
@@ -206,6 +239,7 @@ class Split:
   speakers: dict[str, int] | None = None  # speaker name -> number, added to each example when set
   normalize: str = 'none'  # one of NORMALIZE
   speaker_stats: dict[str, np.ndarray] | None = None  # for normalize='speaker'
+  functionals: np.ndarray | None = None  # (records, F): each record's standardised functionals (data.functionals)
   # Time crops of the audio spectrogram (0: the whole image): training reads one random window of
   # crop_frames columns per example, evaluation averages `test_crops` evenly spaced windows (`windows`).
   crop_frames: int = 0
@@ -215,7 +249,7 @@ class Split:
     return len(self.indices)
 
   def _lookup(self) -> _Lookup:
-    return _Lookup(self.source, self.speakers, self.normalize, self.speaker_stats)
+    return _Lookup(self.source, self.speakers, self.normalize, self.speaker_stats, self.functionals)
 
   def _iterate(self, dataset: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
@@ -314,8 +348,13 @@ def load_data(config, workdir: str | None = None) -> Data:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict())
   source = in_memory(built.source)
+  functionals = None
+  if dc.get('functionals'):
+    functionals, scale = utterance_functionals(config, corpus, built.examples, train_indices)
+    if workdir and jax.process_index() == 0:
+      files.write_json(os.path.join(workdir, FUNCTIONALS_FILE), scale)
   common = {'speakers': speakers, 'normalize': dc.normalize, 'crop_frames': dc.crop_frames,
-            'test_crops': dc.test_crops, **shard,
+            'test_crops': dc.test_crops, 'functionals': functionals, **shard,
             'speaker_stats': speaker_statistics(source, built.examples) if dc.normalize == 'speaker' else None}
   validation = Split(source, split['validation'], **common) if split['validation'] else None
   return Data(class_names=built.class_names, train=Split(source, train_indices, augment=augment, **common),

@@ -85,13 +85,15 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, jax.Array]:
     inputs['audio'] = jnp.asarray(batch['audio'], jnp.float32)
   if 'video' in batch:
     inputs['video'] = jnp.asarray(batch['video'], jnp.float32) / 127.5 - 1.0
+  if 'functionals' in batch:
+    inputs['functionals'] = jnp.asarray(batch['functionals'], jnp.float32)
   return inputs
 
 
 def input_structs(batch: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of what the model reads of `batch` (what its kernels are autotuned for)."""
   return jax.eval_shape(model_inputs, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                                       for k, v in batch.items() if k in ('audio', 'video')})
+                                       for k, v in batch.items() if k in ('audio', 'video', 'functionals')})
 
 
 def device_inputs(split: loader.Split, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -337,8 +339,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     features.spec_from_config(config)
   except ValueError as e:
     raise InvalidConfig(str(e)) from None
-  tc, oc = config.train, config.optim
+  from emojax import baselines, loader, models  # pylint: disable=import-outside-toplevel,redefined-outer-name
+  tc, oc, dc = config.train, config.optim, config.data
+  functionals = dc.get('functionals', '')
   problems = [f'{name} must be {rule}, got {value!r}' for name, value, ok, rule in (
+      ('data.functionals', functionals, functionals in loader.FUNCTIONALS, f'one of {loader.FUNCTIONALS}'),
+      ('data.functionals', functionals, not functionals or models.reads_functionals(config.model.name),
+       f'empty for model {config.model.name!r} (only {", ".join(models.FUNCTIONALS_MODELS)} read functionals)'),
+      ('data.functionals', functionals, not functionals or dc.variant in baselines.WHOLE_UTTERANCE,
+       f'empty for the clip variant {dc.variant!r} (functionals describe whole utterances: ds1, ds3)'),
       ('train.num_epochs', tc.num_epochs, tc.num_epochs >= 1, '>= 1'),
       ('train.batch_size', tc.batch_size, tc.batch_size >= 1, '>= 1'),
       ('train.max_bad_steps', tc.max_bad_steps, tc.max_bad_steps >= 1, '>= 1'),

@@ -101,10 +101,11 @@ def main(argv):
         + (f'; averaged with the baseline {scorer.baseline.name} of {_FUSE_WITH.value}.' if _FUSE_WITH.value else '.'))
   stats = None
   if _SPEAKER_STATS.value:
-    stats = np.load(_SPEAKER_STATS.value)['stats']
+    with np.load(_SPEAKER_STATS.value) as saved:
+      stats = dict(saved)
   elif _SAVE_SPEAKER_STATS.value:
     stats = predictor.speaker_statistics(paths)
-    np.savez(_SAVE_SPEAKER_STATS.value, stats=stats)
+    np.savez(_SAVE_SPEAKER_STATS.value, **stats)
     print(f'Speaker statistics of {len(paths)} file(s) saved to {_SAVE_SPEAKER_STATS.value}.')
   speakers = {p: os.path.dirname(os.path.abspath(p)) for p in paths} if _SPEAKERS.value == 'folder' else None
   try:

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from emojax import baselines, loader
+from emojax import baselines, corpora, loader
 from emojax.corpora.emodb import EmodbCorpus
 from experiments.configs import cnn_rnn
 
@@ -96,4 +96,44 @@ def test_baselines_refuse_clip_variants_before_any_work(tmp_path):
   config.model.name = 'mfcc_svm'
   with pytest.raises(ValueError, match='Baselines describe whole utterances'):
     baselines.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'arrays')
+
+
+@pytest.mark.parametrize('normalize', ['none', 'speaker'])
+def test_hybrid_networks_read_each_utterances_functionals_standardised(tmp_path, normalize):
+  config = _config(tmp_path, normalize=normalize, functionals='mfcc')
+  os.makedirs(tmp_path / 'w')
+  data = loader.load_data(config, str(tmp_path / 'w'))
+  batch, _ = next(iter(data.test.eval_batches(4)))
+  assert batch['functionals'].shape == (4, 160) and batch['functionals'].dtype == np.float32
+  # Each record's row is its utterance's MFCC statistics, standardised as the mode says.
+  corpus = corpora.get_corpus(config.corpus)
+  items = {u.id: u for u in corpus.utterances()}
+  raw = {u: baselines.mfcc_statistics(*corpus.load_audio(items[u])) for u in data.test_utterances[:4]}
+  scale = json.load(open(tmp_path / 'w' / loader.FUNCTIONALS_FILE))
+  assert scale['kind'] == 'mfcc' and scale['normalize'] == normalize
+  if normalize == 'none':  # the training side's mean and std, saved for prediction
+    expected = (np.stack(list(raw.values())) - np.asarray(scale['mean'])) / np.asarray(scale['std'])
+    np.testing.assert_allclose(batch['functionals'], expected, rtol=1e-4, atol=1e-4)
+    train = np.stack([data.train.functionals[i] for i in data.train.indices])
+    np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-4)
+  else:  # each speaker's own mean and std, test speakers' included (transductive); nothing to save
+    assert 'mean' not in scale
+    speakers = [items[u].speaker for u in data.test_utterances]
+    rows = np.stack([data.test.functionals[i] for i in data.test.indices])
+    for speaker in set(speakers):
+      mine = rows[np.asarray(speakers) == speaker]
+      np.testing.assert_allclose(mine.mean(axis=0), 0.0, atol=1e-4)
+
+
+def test_functionals_need_an_audio_model_and_whole_utterances(tmp_path):
+  from emojax import train
+  for field, value, message in (('data.functionals', 'opensmile', "data.functionals must be one of"),
+                                ('data.variant', 'ds2', 'empty for the clip variant'),
+                                ('model.name', 'video3d', "empty for model 'video3d'")):
+    config = _config(tmp_path, functionals='egemaps')
+    section, name = field.split('.')
+    config[section][name] = value
+    with pytest.raises(train.InvalidConfig, match=message):
+      train.check_config(config)
   assert not os.path.exists(tmp_path / 'arrays')

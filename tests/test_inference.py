@@ -124,9 +124,35 @@ def test_speaker_normalised_models_need_statistics_and_say_where_they_came_from(
   assert results[0].notes == ('speaker statistics from 3 recording(s) of speaker 03',)
   assert 'one recording only' in results[3].notes[0]
   stats = predictor.speaker_statistics(files[:3])
-  assert stats.shape == (2, config.data.audio_size[0], 1, 1)
+  assert list(stats) == ['audio'] and stats['audio'].shape == (2, config.data.audio_size[0], 1, 1)
   np.testing.assert_allclose(predictor.predict(files[0], speaker_stats=stats).probabilities,
                              results[0].probabilities, rtol=1e-5)
+
+
+@pytest.mark.parametrize('normalize', ['none', 'speaker'])
+def test_a_hybrid_run_s_test_probabilities_are_reproduced_from_the_files(emodb_run, tmp_path, normalize):
+  """A network that also reads eGeMAPS functionals: prediction computes them from the files and standardises
+  them as training did (the training side's saved scale, or each speaker's own statistics)."""
+  _, root = emodb_run
+  workdir = tmp_path / 'hybrid'
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={workdir}',
+       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path / "arrays"}',
+       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
+       '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1', '--config.data.functionals=egemaps',
+       f'--config.data.normalize={normalize}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  recorded = json.load(open(workdir / 'predictions.json'))
+  files = [os.path.join(root, 'wav', u + '.wav') for u in recorded['utterances']]
+  predictor = inference.Predictor.from_workdir(str(workdir))
+  results = predictor.predict_files(files, speakers={f: os.path.basename(f)[:2] for f in files}, progress=False)
+  np.testing.assert_allclose(np.stack([r.probabilities for r in results]), recorded['best'], atol=1e-5)
+  if normalize == 'speaker':
+    assert predictor.speaker_statistics(files[:2])['functionals'].shape == (2, 88)
+  else:
+    os.remove(workdir / 'functionals.json')
+    with pytest.raises(ValueError, match='functionals.json'):
+      inference.Predictor.from_workdir(str(workdir))
 
 
 def test_fusion_scores_a_real_crema_d_video_and_refuses_audio_only_input():

@@ -253,3 +253,23 @@ def test_batchnorm_running_mean_moves_a_tenth_of_the_way_per_step():
   out = conv.apply({'params': stack['Conv_0']}, x['audio'])
   np.testing.assert_allclose(updates['batch_stats']['convs']['BatchNorm_0']['mean'], 0.1 * out.mean(axis=(0, 1, 2)),
                              rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name, pooled', [('cnn', 25 * 37 * 32), ('cnn_rnn', 256)])
+def test_functionals_join_the_pooled_features_before_the_embedding(name, pooled):
+  model, variables, inputs = _abstract(name, {'audio': AUDIO, 'functionals': (88,)})
+  assert variables['params']['fc']['kernel'].shape == (pooled + 88, 64)  # the hybrid's only extra weights
+  _, plain, _ = _abstract(name, {'audio': AUDIO})
+  assert _count(variables['params']) == _count(plain['params']) + 88 * 64
+  small = models.get_model(name, num_classes=4, width=0.25, **({'rnn_hidden': 8} if name == 'cnn_rnn' else {}))
+  x = {'audio': jax.random.normal(jax.random.key(2), (2, 32, 48, 1)), 'functionals': jnp.zeros((2, 5))}
+  params = small.init(RNGS, x, train=False)
+  logits = small.apply(params, x, train=False)
+  # Only the functionals' rows of the embedding layer see them: zeroing those rows ignores the functionals.
+  moved = {**x, 'functionals': jnp.ones((2, 5))}
+  assert not np.allclose(small.apply(params, moved, train=False), logits)
+  kernel = params['params']['fc']['kernel']
+  blind = jax.tree_util.tree_map(lambda v: v, params)
+  blind['params']['fc']['kernel'] = kernel.at[-5:].set(0.0)
+  np.testing.assert_allclose(small.apply(blind, moved, train=False), small.apply(blind, x, train=False), atol=1e-6)
+  assert models.reads_functionals(name) and not models.reads_functionals('video3d')

@@ -4,6 +4,9 @@ Every model is a Flax Linen module used through `init`/`apply`:
 `model.apply(variables, inputs, train=...)` gives logits (B, classes) from
 `inputs['audio']` (B, H, W, C) and/or `inputs['video']` (B, T, H, W, 3);
 `method='embed'` gives the 64-d embedding (fusion: {'audio', 'video'}).
+The audio models also read `inputs['functionals']` (B, F) when the data gives them (`data.functionals`: a
+hybrid network): the utterance's standardised eGeMAPS or MFCC statistics join the pooled spectrogram
+features before the embedding layer.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ MODELS = {
 # The inputs each model reads: the data build computes video only for models that read it.
 INPUTS = {'cnn': ('audio',), 'cnn_rnn': ('audio',), 'cnn_lstm': ('audio',), 'video3d': ('video',),
           'fusion': ('audio', 'video')}
+FUNCTIONALS_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')  # the models that can also read per-utterance functionals
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Module fields that are not hyper-parameters of the config's `model` section: set by get_model or by the name.
 _NOT_OPTIONS = ('parent', 'name', 'num_classes', 'cell', 'plan')
@@ -75,6 +79,11 @@ def reads_video(name: str) -> bool:
   if name not in INPUTS:
     raise ValueError(f'Unknown model {name!r}; expected one of {sorted(MODELS)} (or a baseline of emojax.baselines).')
   return 'video' in INPUTS[name]
+
+
+def reads_functionals(name: str) -> bool:
+  """Whether the model `name` can read per-utterance functionals beside its spectrogram (`data.functionals`)."""
+  return name in FUNCTIONALS_MODELS
 
 
 def options(model_config) -> dict:

@@ -36,6 +36,13 @@ def scaled(features: int, width: float) -> int:
   return max(1, int(round(features * width)))
 
 
+def with_functionals(features: jax.Array, inputs: dict[str, jax.Array]) -> jax.Array:
+  """The pooled spectrogram features, and the utterance's functionals after them when the inputs hold some."""
+  if 'functionals' not in inputs:
+    return features
+  return jnp.concatenate([features, inputs['functionals'].astype(features.dtype)], axis=-1)
+
+
 class AudioConvStack(nn.Module):
   """Conv(k 12x16, pad 6x8) ReLU MaxPool2, Conv(8x12, 4x6) ReLU MaxPool2, Conv(5x7, 2x3) ReLU MaxPool2."""
 
@@ -86,7 +93,7 @@ class AudioCNN(nn.Module):
 
   def embed(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
     x = self.convs(inputs['audio'].astype(self.dtype), train=train)
-    return self.fc(x.reshape(x.shape[0], -1))
+    return self.fc(with_functionals(x.reshape(x.shape[0], -1), inputs))
 
   def __call__(self, inputs: dict[str, jax.Array], *, train: bool) -> jax.Array:
     x = self.drop(nn.relu(self.embed(inputs, train=train)), deterministic=not train)

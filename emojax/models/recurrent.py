@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from emojax import kernels
-from emojax.models.cnn import AudioConvStack, scaled
+from emojax.models.cnn import AudioConvStack, scaled, with_functionals
 
 CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.OptimizedLSTMCell}
 # How the recurrent outputs over time become one vector:
@@ -84,7 +84,7 @@ class AudioRecurrent(nn.Module):
       if i:  # dropout between recurrent layers, as PyTorch's nn.RNN(dropout=...)
         x = self.between(x, deterministic=not train)
       x = layer(x)
-    return self.fc(self.pool(x))
+    return self.fc(with_functionals(self.pool(x), inputs))
 
   def pool(self, x: jax.Array) -> jax.Array:
     """(B, T, 2H) recurrent outputs -> (B, F) as `pooling` says."""

@@ -84,6 +84,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
                                   # too); see emojax.loader.NORMALIZE
   c.data.crop_frames = 0          # audio: train on random windows of this many time columns (0: whole image)
   c.data.test_crops = 3           # with crop_frames: evaluation averages this many evenly spaced windows
+  c.data.functionals = ''         # audio models, ds1/ds3: also read each utterance's functionals, egemaps | mfcc
+                                  # (a hybrid network: emojax.loader.FUNCTIONALS); '' for spectrograms only
   c.data.balance_per_class = 0    # the paper's 1600: duplicate/undersample training classes to N (0: off)
   c.data.num_workers = 0          # Grain worker processes
   c.data.augment_copies = 0       # build-time copies with a faint tone sweep mixed in (training side only)
