@@ -331,8 +331,9 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 
 # Fields a finished point may differ in: the runner sets the workdir, a run asked for more epochs
 # resumes its checkpoint along the same trajectory, and where the arrays are cached (another
-# machine's path) or how many loader processes read them changes no number.
-_NOT_COMPARED = ('workdir', 'train.num_epochs', 'data.data_dir', 'data.num_workers')
+# machine's path) or how many loader processes read them changes no number; a run never reads
+# `pretrain_root` (crossval's pre-training points take their corpus.root from it).
+_NOT_COMPARED = ('workdir', 'train.num_epochs', 'data.data_dir', 'data.num_workers', 'pretrain_root')
 
 
 def _fields_read(model_name: str) -> tuple[str, ...] | None:

@@ -16,9 +16,11 @@ LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CHANGES_FILE = 'config_changes.jsonl'  # one line per accepted change of a resumed run's config
 # Fields that may change when a run resumes: they do not change what the run computes (cadence of
-# logs and checkpoints, loader workers, speed-only kernel choices) or are how a resume is asked for.
+# logs and checkpoints, loader workers, speed-only kernel choices, a sweep's field no run reads) or are how
+# a resume is asked for.
 RESUMABLE = ('train.checkpoint_every_steps', 'train.keep_checkpoints', 'train.log_every_steps', 'data.num_workers',
-             'model.conv_impl', 'model.pool_impl', 'model.rnn_unroll', 'workdir', 'eval_only', 'allow_changes')
+             'model.conv_impl', 'model.pool_impl', 'model.rnn_unroll', 'workdir', 'eval_only', 'allow_changes',
+             'pretrain_root')
 
 
 class WorkdirBusy(RuntimeError):

@@ -21,9 +21,11 @@ Rows: model x mode, all classes of the corpus (7 on Emo-DB, 8 on RAVDESS).
          recipe+pretrain-<other> (preset `pretrained`): the recipe fine-tuned from a run on the other corpus
          (RAVDESS for Emo-DB and back, named by --config.pretrain_root; in each mode), which is a point
          of the sweep too, run first: its row is that run on its own held-out speaker of the other corpus
+         hybrid (preset `hybrid`): the recipe also reading each utterance's eGeMAPS functionals beside its
+         spectrogram (data.functionals=egemaps), standardised as the mode says; 3 seeds per fold, as the recipe
   recipe + egemaps_svm (and the like): late fusion, computed by the report from the points above: per
          fold, the network's seed-averaged test probabilities and the baseline's, averaged with equal weights
-Presets: emodb | ravdess (one required); smoke; blind or normalised (that mode only); nopaper; pretrained.
+Presets: emodb | ravdess (one required); smoke; blind or normalised (that mode only); nopaper; pretrained; hybrid.
 """
 from emojax import corpora, sweeps
 from emojax import splits
@@ -31,7 +33,7 @@ from emojax.corpora.base import Utterance
 from experiments.configs import common
 from experiments.configs import sweeps as sweep_files
 
-PRESETS = ('emodb', 'ravdess', 'smoke', 'blind', 'normalised', 'nopaper', 'pretrained')
+PRESETS = ('emodb', 'ravdess', 'smoke', 'blind', 'normalised', 'nopaper', 'pretrained', 'hybrid')
 MODES = {'speaker-blind': {'data.normalize': 'none'}, 'speaker-normalised': {'data.normalize': 'speaker'}}
 BASELINES = ('egemaps_logreg', 'egemaps_svm', 'mfcc_logreg', 'mfcc_svm')
 SEEDS = 3  # of the network per fold: the report gives their mean and their ensemble (probabilities averaged)
@@ -51,6 +53,7 @@ POINT_WINS = ('corpus.root',)  # the pre-training points read the other corpus
 FUSIONS = [('model', (network, baseline)) for network in ('recipe', 'recipe+pretrain-emodb', 'recipe+pretrain-ravdess')
            for baseline in ('egemaps_logreg', 'egemaps_svm')]
 ENCODER = ('convs', 'layers_0', 'layers_1', 'fc')  # cnn_rnn's parameters but the head
+HYBRID = {'data.functionals': 'egemaps'}
 PAPER = {**INGREDIENTS_OFF, 'data.frontend': 'faithful', 'data.audio_size': (200, 300), 'data.normalize': 'none',
          'model.time_scan': False}
 
@@ -100,6 +103,8 @@ def get_sweep(arg, config):
     points += pretrain  # first: the fine-tuning points wait for them
     networks[f'recipe+{name}'] = {p.axes[1].label: {'init_from': f'{sweeps.SWEEP_DIR}/{p.name}/checkpoints/latest',
                                                     'init_keys': ENCODER} for p in pretrain}
+  if 'hybrid' in chosen:
+    networks['hybrid'] = {m: HYBRID for m in modes}
   # The networks: every fold of seed 0 first, then of seed 1, ... (an interrupted sweep has whole passes).
   for seed in range(1 if 'smoke' in chosen else SEEDS):
     for network, by_mode in networks.items():
