@@ -21,9 +21,7 @@ ROWS = {
     'recipe_spk': SPEAKER,
     'bn': {'model.batchnorm': True},                          # BatchNorm after each conv (momentum 0.9)
     'crop64': {'data.crop_frames': 64, 'data.test_crops': 5},  # random 64 of 96 columns; 5 crops at test
-    'width2': {'model.width': 2.0},                           # every layer twice as wide
     'mels128': MELS128,                                       # 128 mel bands instead of 64
-    'mels128_spk': {**MELS128, **SPEAKER},
     'egemaps': EGEMAPS,                                       # a hybrid: eGeMAPS functionals beside the spectrogram
     'egemaps_spk': {**EGEMAPS, **SPEAKER},
     'm128_egemaps': {**MELS128, **EGEMAPS},
