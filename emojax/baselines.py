@@ -134,14 +134,20 @@ def feature_cache(config, kind: str) -> str:
   return os.path.join(config.data.data_dir, corpora.corpus_key(config.corpus), f'baseline_{kind}_{config.data.variant}.npz')
 
 
+def feature_scale(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Each feature's mean and std over `rows`, a constant feature's std taken as 1 (it standardises to 0)."""
+  std = rows.std(axis=0)
+  return rows.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
 def standardise_per_speaker(x: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
   """Each feature standardised over each speaker's own rows (a constant feature becomes 0)."""
   out = np.empty_like(x, dtype=np.float64)
   speakers = np.asarray(speakers)
   for speaker in np.unique(speakers):
     rows = speakers == speaker
-    mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
-    out[rows] = (x[rows] - mean) / np.where(std > 0, std, 1.0)
+    mean, std = feature_scale(x[rows])
+    out[rows] = (x[rows] - mean) / std
   return out
 
 

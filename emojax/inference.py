@@ -318,14 +318,13 @@ class FusedPredictor:
 
 def _statistics(windows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """One speaker's statistics over their windows, as training computes them: each spectrogram row's mean and
-  std over every column (loader.speaker_statistics), and each functional's (baselines.standardise_per_speaker)."""
+  std over every column (loader.speaker_statistics), and each functional's (baselines.feature_scale, as standardise_per_speaker)."""
   if not windows:
     raise ValueError('no recording to compute speaker statistics from')
   stats = {'audio': loader.speaker_statistics(windows, [{'speaker': ''}] * len(windows))['']}
   if 'functionals' in windows[0]:
-    rows = np.stack([x['functionals'] for x in windows]).astype(np.float64)
-    std = rows.std(axis=0)
-    stats['functionals'] = np.stack([rows.mean(axis=0), np.where(std > 0, std, 1.0)])
+    stats['functionals'] = np.stack(baselines.feature_scale(np.stack([x['functionals'] for x in windows])
+                                                            .astype(np.float64)))
   return stats
 
 

@@ -91,8 +91,7 @@ def utterance_functionals(config, corpus, examples: Sequence[dict[str, Any]],
     x = baselines.standardise_per_speaker(x, [item.speaker for item in items])
   else:
     train_rows = sorted({row_of[examples[i]['utterance']] for i in train_indices})
-    mean, std = x[train_rows].mean(axis=0), x[train_rows].std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    mean, std = baselines.feature_scale(x[train_rows])
     x = (x - mean) / std
     scale.update(mean=mean.tolist(), std=std.tolist())
   return x[[row_of[e['utterance']] for e in examples]].astype(np.float32), scale

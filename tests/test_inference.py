@@ -37,14 +37,21 @@ def emodb_run(tmp_path_factory):
     if os.path.basename(path)[:2] in ('03', '08', '09', '10'):
       os.symlink(path, root / 'wav' / os.path.basename(path))
   workdir = str(tmp_path_factory.mktemp('run') / 'w')
+  _run_fold0(workdir, root, tmp_path_factory.mktemp('arrays'), *TINY)
+  return workdir, str(root)
+
+
+TINY = ('--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1')
+
+
+def _run_fold0(workdir, root, data_dir, *flags):
+  """The main command (configs/emodb.py:smoke) on leave-one-speaker-out fold 0, all classes; it must succeed."""
   done = subprocess.run(
       [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={workdir}',
-       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path_factory.mktemp("arrays")}',
-       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
-       '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1'],
+       f'--config.corpus.root={root}', f'--config.data.data_dir={data_dir}', '--config.data.split=folds',
+       '--config.data.fold=0', '--config.data.class_set=all', *flags],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
-  return workdir, str(root)
 
 
 def _predict_cli(*args):
@@ -135,13 +142,8 @@ def test_a_hybrid_run_s_test_probabilities_are_reproduced_from_the_files(emodb_r
   them as training did (the training side's saved scale, or each speaker's own statistics)."""
   _, root = emodb_run
   workdir = tmp_path / 'hybrid'
-  done = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={workdir}',
-       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path / "arrays"}',
-       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
-       '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1', '--config.data.functionals=egemaps',
-       f'--config.data.normalize={normalize}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  _run_fold0(workdir, root, tmp_path / 'arrays', *TINY, '--config.data.functionals=egemaps',
+             f'--config.data.normalize={normalize}')
   recorded = json.load(open(workdir / 'predictions.json'))
   files = [os.path.join(root, 'wav', u + '.wav') for u in recorded['utterances']]
   predictor = inference.Predictor.from_workdir(str(workdir))
@@ -214,12 +216,7 @@ def test_a_baseline_run_saves_a_model_that_reproduces_its_test_probabilities_and
   own test probabilities from the files, and the fused prediction is the mean of both members."""
   workdir, root = emodb_run
   baseline_dir = tmp_path / 'baseline'
-  done = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', '--config=configs/emodb.py:smoke', f'--workdir={baseline_dir}',
-       f'--config.corpus.root={root}', f'--config.data.data_dir={tmp_path / "arrays"}',
-       '--config.data.split=folds', '--config.data.fold=0', '--config.data.class_set=all',
-       '--config.model.name=egemaps_logreg'], cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
+  _run_fold0(baseline_dir, root, tmp_path / 'arrays', '--config.model.name=egemaps_logreg')
   recorded = json.load(open(baseline_dir / 'predictions.json'))
   files = [os.path.join(root, 'wav', u + '.wav') for u in recorded['utterances']]
   baseline = baselines.Baseline(str(baseline_dir))
