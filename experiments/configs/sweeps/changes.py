@@ -3,11 +3,13 @@ r"""Changes tried on the real-speech recipe, one per row, on every speaker fold,
   python -m experiments.sweep --config=configs/sweeps/changes.py:emodb --config.corpus.root=/path/to/emodb --jobs=2
   python -m experiments.sweep --config=configs/sweeps/changes.py:emodb,mels128 --config.corpus.root=...  # chosen rows
   python -m experiments.sweep --config=configs/sweeps/changes.py:emodb,smoke --config.corpus.root=...    # 2 rows, 2 folds
+  python -m experiments.sweep --config=configs/sweeps/changes.py:ravdess,m128_egemaps,seeds3 --config.corpus.root=...  # + seeds 1, 2
 
 Each row is configs/emodb.py on all classes and the folds of configs/sweeps/crossval.py, with the row's
 overrides; `recipe` and `recipe_spk` are the recipe itself, the rows the others are paired with (a `_spk`
-row is speaker-normalised, the others speaker-blind). One seed: differences of a few points are within
-the seed-to-seed spread, so a row here only rules out large effects or shortlists a change for crossval.py.
+row is speaker-normalised, the others speaker-blind). One seed (the config's, 0): differences of a few points
+are within the seed-to-seed spread, so a row here only rules out large effects or shortlists a change for
+crossval.py. Preset `seeds3` adds seeds 1 and 2 of the chosen rows (the seed-0 points keep their names).
 """
 from emojax import sweeps
 from experiments.configs import common
@@ -27,7 +29,7 @@ ROWS = {
     'm128_egemaps': {**MELS128, **EGEMAPS},
     'm128_egemaps_spk': {**MELS128, **EGEMAPS, **SPEAKER},
 }
-PRESETS = ('emodb', 'ravdess', 'smoke') + tuple(ROWS)
+PRESETS = ('emodb', 'ravdess', 'smoke', 'seeds3') + tuple(ROWS)
 
 
 def get_config(arg=None):
@@ -44,4 +46,8 @@ def get_sweep(arg, config):
   if 'smoke' in chosen:
     names = names[:2]
   folds = sweeps.folds(2 if 'smoke' in chosen else crossval.num_folds(config))
-  return sweeps.product(sweeps.options('row', {n: ROWS[n] for n in names}), folds)
+  rows = sweeps.options('row', {n: ROWS[n] for n in names})
+  points = sweeps.product(rows, folds)
+  if 'seeds3' in chosen:
+    points += sweeps.product(rows, folds, sweeps.seeds([1, 2]))
+  return points
