@@ -25,8 +25,9 @@ def test_spec_from_config_takes_the_data_fields_and_video_only_for_models_that_r
 
 def test_spec_of_a_real_corpus_config():
   spec = features.spec_from_config(emodb.get_config('cnn'))
-  assert (spec.variant, spec.frontend, spec.audio_size, spec.with_video) == ('ds1', 'logmel', (64, 96), False)
+  assert (spec.variant, spec.frontend, spec.audio_size, spec.with_video) == ('ds1', 'logmel', (128, 96), False)
   assert spec.audio_channels == 1
+  assert features.spec_from_config(emodb.get_config('cnn,spectrogram')).audio_size == (64, 96)
   paper = features.spec_from_config(common.base_config('fusion', 'paper'))
   assert (paper.frontend, paper.audio_size, paper.audio_channels) == ('faithful', (200, 300), 3)
   assert (paper.video_frames, paper.video_size) == (20, (60, 100))

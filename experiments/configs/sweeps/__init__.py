@@ -14,13 +14,13 @@ from experiments.configs import common, emodb
 
 
 def base_config(name: str, chosen: set[str], synthetic):
-  """The base run config of sweep `name` under the presets `chosen`: configs/emodb.py under `emodb` or
-  `ravdess` (real speech: pass --config.corpus.root), else `synthetic()` (the embedded corpus); one
-  epoch under `smoke`."""
+  """The base run config of sweep `name` under the presets `chosen`: configs/emodb.py's spectrogram-only
+  recipe (preset `spectrogram`) under `emodb` or `ravdess` (real speech: pass --config.corpus.root), else
+  `synthetic()` (the embedded corpus); one epoch under `smoke`."""
   if len(chosen & {'emodb', 'ravdess'}) > 1:
     raise ValueError(f'Choose one of emodb, ravdess; got {sorted(chosen)}.')
   if chosen & {'emodb', 'ravdess'}:
-    c = emodb.get_config(','.join(sorted(chosen & {'ravdess', 'smoke'})) or None)
+    c = emodb.get_config(','.join(sorted((chosen & {'ravdess', 'smoke'}) | {'spectrogram'})))
   else:
     c = synthetic()
   c.workdir = common.workdir(f'sweeps/{name}', chosen)
