@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emojax import audio, baselines, checkpoints, features, loader, models, train, video
+from emojax import audio, baselines, checkpoints, features, loader, metrics, models, train, video
+from emojax.corpora import labels
+from emojax.corpora.base import Utterance
 
 AUDIO_EXTENSIONS = audio.SOUNDFILE_EXTENSIONS
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.flv', '.mov', '.mkv', '.webm')
@@ -314,6 +316,47 @@ class FusedPredictor:
         result.parts = {'network': result.probabilities, self.baseline.name: baseline_probabilities}
         result.probabilities = (result.probabilities + baseline_probabilities) / 2
     return results
+
+
+def score_corpus(predictor: Predictor, corpus, *, progress: bool = True) -> dict[str, Any]:
+  """A trained model on every recording of a labelled `corpus` whose emotion is one of its classes
+  (cross-corpus testing: e.g. a model trained on Emo-DB, scored on RAVDESS). Each recording is scored from
+  its file as `predict_files` does (speaker-normalised models over each speaker's recordings, speakers as
+  the corpus names them); its answer is the most probable of the classes this corpus labels, so a class the
+  corpus lacks (Emo-DB's boredom for RAVDESS) is never counted as a wrong answer.
+
+  Returns `metrics.classification_metrics` over the model's classes, plus `classes` (the model's),
+  `scored_classes` (those this corpus has), `left_out` (the corpus's other emotions: counts) and `errors`
+  (recordings that could not be used: id -> error).
+  """
+  names, merge_exc = predictor.class_names, predictor.config.data.get('merge_exc', False)
+  kept, left_out = [], {}
+  for u in corpus.utterances():
+    if not isinstance(u, Utterance):  # a reader's Skipped entry: not a recording
+      continue
+    emotion = corpus.canonical.get(u.label, u.label)
+    index = labels.class_index(emotion, names, merge_exc=merge_exc)
+    if index is None:
+      left_out[emotion] = left_out.get(emotion, 0) + 1
+      continue
+    if u.audio_path is None or u.start is not None:
+      raise ValueError(f'{u.id}: scoring a corpus needs one recording per utterance (a whole file); this corpus '
+                       'gives generated signals or segments of longer files.')
+    kept.append((u, index))
+  if not kept:
+    raise ValueError(f'The corpus labels none of the model\'s classes {list(names)} (it has {sorted(left_out)}).')
+  scored = sorted({index for _, index in kept})
+  paths = [u.audio_path for u, _ in kept]
+  results = predictor.predict_files(paths, speakers={u.audio_path: u.speaker for u, _ in kept}, progress=progress)
+  usable = [(r, index) for r, (_, index) in zip(results, kept) if r.error is None]
+  errors = {u.id: r.error for r, (u, _) in zip(results, kept) if r.error is not None}
+  if not usable:
+    raise ValueError(f'None of the {len(kept)} recordings could be used; the first error: {next(iter(errors.values()))}')
+  probabilities = np.stack([r.probabilities for r, _ in usable])
+  answers = np.asarray(scored)[probabilities[:, scored].argmax(axis=1)]
+  confusion = metrics.confusion_matrix(np.asarray([index for _, index in usable]), answers, len(names))
+  return {**metrics.classification_metrics(confusion), 'classes': list(names),
+          'scored_classes': [names[i] for i in scored], 'left_out': dict(sorted(left_out.items())), 'errors': errors}
 
 
 def _statistics(windows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emojax import audio, baselines, inference, models, train
+from emojax import audio, baselines, corpora, inference, models, train
 from experiments.configs import common, emodb, fusion
 from tests import test_checkpoints
 
@@ -157,6 +157,51 @@ def test_a_speaker_normalised_hybrid_run_s_test_probabilities_are_reproduced_fro
   results = predictor.predict_files(files, speakers={f: os.path.basename(f)[:2] for f in files}, progress=False)
   np.testing.assert_allclose(np.stack([r.probabilities for r in results]), recorded['best'], atol=1e-5)
   assert predictor.speaker_statistics(files[:2])['functionals'].shape == (2, 88)
+
+
+def test_a_model_is_scored_on_another_corpus_among_the_classes_that_corpus_has(emodb_run, tmp_path):
+  """Cross-corpus testing: the Emo-DB model on RAVDESS clips; calm and surprised are left out, and the answer
+  is the most probable of the classes RAVDESS has, so Emo-DB's boredom is never one."""
+  workdir, _ = emodb_run
+  root = tmp_path / 'ravdess'
+  for path in _real('ravdess/Actor_0[12]/*'):
+    name = os.path.basename(path)
+    if name.split('-')[2] in ('01', '02', '05', '06', '08') and name.split('-')[4] == '01':  # neu cal ang fea sur
+      os.makedirs(root / os.path.basename(os.path.dirname(path)), exist_ok=True)
+      os.symlink(path, root / os.path.basename(os.path.dirname(path)) / name)
+  predictor = inference.Predictor.from_workdir(workdir)
+  config = predictor.config.corpus.copy_and_resolve_references()
+  config.name, config.root = 'ravdess', str(root)
+  corpus = corpora.get_corpus(config)
+  result = inference.score_corpus(predictor, corpus, progress=False)
+
+  names = predictor.class_names
+  assert result['scored_classes'] == [n for n in names if n in ('neu', 'ang', 'fea')]
+  assert result['left_out'] == {'cal': 8, 'sur': 8}
+  kept = [u for u in corpus.utterances() if corpus.canonical[u.label] in names]
+  probabilities = np.stack([r.probabilities for r in predictor.predict_files([u.audio_path for u in kept],
+                                                                             progress=False)])
+  scored = [names.index(n) for n in result['scored_classes']]
+  answers = np.asarray(scored)[probabilities[:, scored].argmax(axis=1)]
+  truth = np.asarray([names.index(corpus.canonical[u.label]) for u in kept])
+  assert result['count'] == len(kept) == 20  # 4 neutral, 8 angry, 8 fearful clips of two actors
+  assert result['accuracy'] == pytest.approx(np.mean(answers == truth))
+  confusion = np.asarray(result['confusion'])
+  assert confusion[:, [names.index(n) for n in names if n not in result['scored_classes']]].sum() == 0
+
+  out = tmp_path / 'cross'
+  cli = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}', '--corpus=ravdess',
+                        f'--root={root}', f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert cli.returncode == 0, cli.stderr[-3000:]
+  written = json.load(open(out / 'evaluation.json'))
+  assert written['accuracy'] == result['accuracy'] and written['scored_on'] == 'ravdess'
+  assert os.path.getsize(out / 'confusion.png') > 0
+
+  for path in root.glob('*/*'):  # no clip of any of the model's classes left
+    if path.name.split('-')[2] not in ('02', '08'):
+      path.unlink()
+  with pytest.raises(ValueError, match="labels none of the model's classes"):
+    inference.score_corpus(predictor, corpora.get_corpus(config), progress=False)
 
 
 def test_fusion_scores_a_real_crema_d_video_and_refuses_audio_only_input():
