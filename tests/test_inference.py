@@ -190,12 +190,14 @@ def test_a_model_is_scored_on_another_corpus_among_the_classes_that_corpus_has(e
   assert confusion[:, [names.index(n) for n in names if n not in result['scored_classes']]].sum() == 0
 
   out = tmp_path / 'cross'
-  cli = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}', '--corpus=ravdess',
-                        f'--root={root}', f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  cli = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}', f'--workdir={workdir}',
+                        '--corpus=ravdess', f'--root={root}', f'--out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert cli.returncode == 0, cli.stderr[-3000:]
-  written = json.load(open(out / 'evaluation.json'))
-  assert written['accuracy'] == result['accuracy'] and written['scored_on'] == 'ravdess'
-  assert os.path.getsize(out / 'confusion.png') > 0
+  written = json.load(open(out / 'report.json'))
+  assert written['runs'][0]['accuracy'] == result['accuracy'] and written['scored_on'] == 'ravdess'
+  assert written['summary']['accuracy'] == {'mean': result['accuracy'], 'std': 0.0}
+  assert f"| {result['accuracy']:.3f} ± 0.000 |" in open(out / 'report.md').read()  # the two runs' mean ± std
+  assert all(os.path.getsize(out / f'confusion_{i}.png') > 0 for i in (0, 1))
 
   for path in root.glob('*/*'):  # no clip of any of the model's classes left
     if path.name.split('-')[2] not in ('02', '08'):
