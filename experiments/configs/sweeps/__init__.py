@@ -7,7 +7,7 @@ experiments.run command), and get_sweep(arg), the points (see emojax/sweeps.py):
   faithful  the paper's recipe against emojax's corrections, one at a time
   crossval  every speaker of a real corpus in turn: the networks and the baselines, both modes
   recipe    what each ingredient of the real-speech recipe is worth, cross-validated
-  changes   other changes tried on the real-speech recipe (128 mel bands, eGeMAPS beside the spectrogram, ...)
+  changes   other changes tried on the real-speech recipe (128-row spectrograms, eGeMAPS beside the spectrogram, ...)
 """
 
 from experiments.configs import common, emodb

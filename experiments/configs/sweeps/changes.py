@@ -23,7 +23,7 @@ ROWS = {
     'recipe_spk': SPEAKER,
     'bn': {'model.batchnorm': True},                          # BatchNorm after each conv (momentum 0.9)
     'crop64': {'data.crop_frames': 64, 'data.test_crops': 5},  # random 64 of 96 columns; 5 crops at test
-    'mels128': MELS128,                                       # 128 mel bands instead of 64
+    'mels128': MELS128,  # 128 rows instead of 64: the same 64 mel bands, resized (bilinear) to 128 rows
     'egemaps': EGEMAPS,                                       # a hybrid: eGeMAPS functionals beside the spectrogram
     'egemaps_spk': {**EGEMAPS, **SPEAKER},
     'm128_egemaps': {**MELS128, **EGEMAPS},

@@ -21,7 +21,7 @@ Rows: model x mode, all classes of the corpus (7 on Emo-DB, 8 on RAVDESS).
          recipe+pretrain-<other> (preset `pretrained`): the recipe fine-tuned from a run on the other corpus
          (RAVDESS for Emo-DB and back, named by --config.pretrain_root; in each mode), which is a point
          of the sweep too, run first: its row is that run on its own held-out speaker of the other corpus
-         hybrid (preset `hybrid`): the recipe with 128 mel bands, also reading each utterance's eGeMAPS
+         hybrid (preset `hybrid`): the recipe with 128-row spectrograms, also reading each utterance's eGeMAPS
          functionals beside its spectrogram (data.functionals=egemaps), standardised as the mode says: the two
          changes of configs/sweeps/changes.py that raised validation accuracy; 3 seeds per fold, as the recipe
   recipe + egemaps_svm (and the like): late fusion, computed by the report from the points above: per
