@@ -29,6 +29,9 @@ MIN_SECONDS = 0.2    # shorter audio is refused: a few STFT frames say nothing a
 LONG_SECONDS = 30.0  # longer utterances are kept but named in the manifest (ds1 squeezes each into one image)
 
 
+DEFAULT_MEL_BANDS = 64  # a config saved before data.mel_bands existed means these
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
   """Which features a build computes (everything that changes the arrays).
@@ -39,6 +42,7 @@ class FeatureSpec:
   variant: str = 'ds2'
   frontend: str = 'logmel'            # 'logmel' (1 channel) or 'faithful' (paper: RGB colormap, 200x300)
   audio_size: tuple[int, int] = (64, 96)
+  mel_bands: int = 64                 # 'logmel': bands computed, then resized (bilinear) to audio_size's rows
   clip_seconds: float = 3.0
   class_set: str = '4class'
   merge_exc: bool = False
@@ -64,6 +68,9 @@ class FeatureSpec:
       size = getattr(self, name)
       if len(size) != 2 or not all(isinstance(n, int) and n > 0 for n in size):
         raise ValueError(f'data.{name} must be (height, width), two positive integers; got {size!r}.')
+    if not isinstance(self.mel_bands, int) or not 8 <= self.mel_bands <= 256:
+      raise ValueError(f'data.mel_bands must be an integer in 8..256 (the 512-point STFT has 257 bins), '
+                       f'got {self.mel_bands!r}.')
     if self.clip_seconds <= 0:
       raise ValueError(f'data.clip_seconds must be > 0, got {self.clip_seconds}.')
 
@@ -77,7 +84,8 @@ def spec_from_config(config) -> FeatureSpec:
   from emojax import models  # here, not at the top: a build alone need not import JAX
   dc = config.data
   return FeatureSpec(
-      variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=dc.clip_seconds,
+      variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size),
+      mel_bands=dc.get('mel_bands', DEFAULT_MEL_BANDS), clip_seconds=dc.clip_seconds,
       class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model.name),
       video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
       augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
@@ -86,7 +94,7 @@ def spec_from_config(config) -> FeatureSpec:
 def audio_features(wave: np.ndarray, sr: int, spec: FeatureSpec) -> np.ndarray:
   if spec.frontend == 'faithful':
     return audio.faithful_spectrogram(wave, sr, size=spec.audio_size)
-  return audio.logmel_spectrogram(wave, sr, size=spec.audio_size)
+  return audio.logmel_spectrogram(wave, sr, size=spec.audio_size, n_mels=spec.mel_bands)
 
 
 def mix_tone_sweep(wave: np.ndarray, sr: int, *, level_db: float, rng: np.random.Generator) -> np.ndarray:

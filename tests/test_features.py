@@ -1,10 +1,13 @@
 """One utterance -> its examples' arrays, and the one mapping from a run config to a FeatureSpec."""
 import collections
+import dataclasses
+import hashlib
+import json
 
 import numpy as np
 import pytest
 
-from emojax import audio, features, models
+from emojax import arrays, audio, features, models
 from emojax.corpora import synthetic
 from experiments.configs import common, emodb
 
@@ -38,6 +41,7 @@ def test_spec_of_a_real_corpus_config():
     ('frontend', 'native', 'Unknown front end'),
     ('video_crop', 'mouth', 'Unknown video crop'),
     ('augment_copies', -1, 'augment_copies'),
+    ('mel_bands', 300, 'mel_bands'),
 ])
 def test_spec_rejects_unknown_values(field, value, message):
   with pytest.raises(ValueError, match=message):
@@ -83,3 +87,27 @@ def test_utterance_examples_give_each_clip_and_its_copies_in_the_spec_shapes():
   again = list(features.utterance_examples(corpus, utt, spec, collections.Counter()))
   for a, b in zip(examples, again):  # the padding noise and the sweeps repeat
     np.testing.assert_array_equal(a['audio'], b['audio'])
+
+
+def test_more_mel_bands_resolve_two_tones_that_64_bands_blur_together():
+  """data.mel_bands sets the bands the log-mel front end computes before resizing to audio_size's rows:
+  at 128 rows, two tones a 64-band filter bank puts in one band stay apart; at the default, the key of
+  a build made before the field existed does not change."""
+  sr = 16000
+  t = np.arange(sr) / sr
+  wave = 0.3 * (np.sin(2 * np.pi * 1000 * t) + np.sin(2 * np.pi * 1100 * t))
+  dips = {}
+  rows = sorted(audio.logmel_row_of_frequency(f, height=128, n_mels=128) for f in (1000, 1100))
+  assert rows[1] - rows[0] >= 3
+  for bands in (64, 128):
+    spec = features.FeatureSpec(variant='ds1', audio_size=(128, 96), mel_bands=bands, with_video=False)
+    image = features.audio_features(wave, sr, spec)
+    assert image.shape == (128, 96, 1)
+    profile = image[rows[0]:rows[1] + 1, :, 0].mean(axis=1)  # the rows from one tone to the other
+    dips[bands] = min(profile[0], profile[-1]) - profile[1:-1].min()
+  assert dips[128] > 0.1 and dips[64] < 0.02  # 128 bands: a trough between the tones; 64 bands resized: none
+  default = features.FeatureSpec()
+  fields = {k: v for k, v in dataclasses.asdict(default).items() if k != 'mel_bands'}
+  old_key = hashlib.sha1(json.dumps({**fields, 'build_version': arrays.BUILD_VERSION}, sort_keys=True).encode())
+  assert arrays.build_key(default).endswith(old_key.hexdigest()[:10])
+  assert arrays.build_key(features.FeatureSpec(mel_bands=128)) != arrays.build_key(default)

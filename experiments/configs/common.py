@@ -66,6 +66,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   # The defaults are sized for the embedded corpus on 2 CPU cores (about five minutes);
   # the 'paper' preset sets the paper's sizes.
   c.data.audio_size = (48, 64)    # (frequency rows, time columns)
+  c.data.mel_bands = 64            # logmel front end: mel bands, then resized (bilinear) to audio_size's rows
   c.data.clip_seconds = 3.0
   c.data.class_set = '4class'     # 4class (hap sad ang neu) | 3class (sad ang neu) | all
   c.data.merge_exc = False        # IEMOCAP: count 'exc' as 'hap'

@@ -28,6 +28,7 @@ ROWS = {
     'egemaps_spk': {**EGEMAPS, **SPEAKER},
     'm128_egemaps': {**MELS128, **EGEMAPS},
     'm128_egemaps_spk': {**MELS128, **EGEMAPS, **SPEAKER},
+    'bands128_egemaps': {**MELS128, 'data.mel_bands': 128, **EGEMAPS},  # the hybrid with 128 true mel bands
 }
 PRESETS = ('emodb', 'ravdess', 'smoke', 'seeds3') + tuple(ROWS)
 
