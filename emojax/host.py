@@ -1,4 +1,5 @@
-"""The host process: glibc's malloc asked to back large arrays with transparent huge pages.
+"""The host: its CPU as /proc/cpuinfo names it, and glibc's malloc asked to back large arrays with
+transparent huge pages.
 
 XLA's CPU runtime allocates every intermediate array of a step anew, and on a
 Linux host whose transparent huge pages are 'madvise' (the common default) each
@@ -13,12 +14,30 @@ obtained, never a value.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import platform
 import sys
 
 TUNABLE = 'glibc.malloc.hugetlb'
 OPT_OUT = 'EMOJAX_HUGEPAGES'  # =0 keeps the process as it is
 _THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled'
+
+
+def cpu_fields() -> dict[str, str]:
+  """The first processor's fields of /proc/cpuinfo ('model name', 'flags', 'cpu MHz', ...), with 'model name'
+  falling back to what `platform` knows where there is no /proc/cpuinfo. Kernel builds, autotuned plans
+  and benchmark reports all key on these."""
+  fields = {}
+  try:
+    for line in Path('/proc/cpuinfo').read_text().splitlines():
+      if not line.strip() and fields:  # the first processor's block ends
+        break
+      name, _, value = line.partition(':')
+      fields.setdefault(name.strip(), value.strip())
+  except OSError:
+    pass
+  fields.setdefault('model name', platform.processor() or platform.machine())
+  return fields
 
 
 def hugepages_supported() -> bool:

@@ -1,4 +1,5 @@
-"""`host.reexec_with_hugepages`: the entry points' one re-execution with glibc's huge-page tunable."""
+"""`host`: the CPU fields every machine key uses, and `host.reexec_with_hugepages`: the entry points' one
+re-execution with glibc's huge-page tunable."""
 import os
 import subprocess
 import sys
@@ -45,3 +46,24 @@ def test_the_users_setting_and_the_opt_out_are_kept():
   other = _run(GLIBC_TUNABLES='glibc.malloc.trim_threshold=1000')[0]
   expected = 'glibc.malloc.trim_threshold=1000' + (':glibc.malloc.hugetlb=1' if host.hugepages_supported() else '')
   assert other == expected
+
+
+def test_cpu_fields_are_the_first_processor_s_and_every_cpu_key_uses_them(monkeypatch, tmp_path):
+  """One reader of /proc/cpuinfo: the native build key, the autotuner's machine and the benchmark all see
+  the same model name and flags (a second processor's block, or a missing file, changes nothing)."""
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: Test CPU A\nflags\t\t: fpu avx512f fma\ncpu MHz\t\t: 2000.0\n\n'
+                     'processor\t: 1\nmodel name\t: Test CPU B\nflags\t\t: fpu\n\n')
+  real_path = host.Path
+  monkeypatch.setattr(host, 'Path', lambda p: real_path(cpuinfo) if p == '/proc/cpuinfo' else real_path(p))
+  fields = host.cpu_fields()
+  assert (fields['model name'], fields['flags'], fields['cpu MHz']) == ('Test CPU A', 'fpu avx512f fma', '2000.0')
+  from emojax.kernels import autotune, native  # pylint: disable=import-outside-toplevel
+  from experiments.benchmark import machine  # pylint: disable=import-outside-toplevel
+  assert native._cpu_id() == 'Test CPU A\nfpu avx512f fma'  # pylint: disable=protected-access
+  assert autotune.machine()['cpu'] == 'Test CPU A'
+  described = machine.describe()
+  assert (described['cpu'], described['avx512'], described['nominal_ghz']) == ('Test CPU A', True, 2.0)
+  assert described['cpu_vector_flags'] == ['avx512f', 'fma']
+  cpuinfo.unlink()
+  assert host.cpu_fields()['model name']  # no /proc/cpuinfo: the platform's name

@@ -26,7 +26,6 @@ import json
 import math
 import os
 from pathlib import Path
-import platform
 import sys
 import time
 from typing import Any
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 
+from emojax import host
 from emojax.kernels import native, plans
 
 # The impls tried per convolution rank (native only where it runs): each family's best formulations
@@ -78,17 +78,10 @@ def cache_path() -> Path:
 
 def machine() -> dict[str, Any]:
   """What the timings depend on besides the shapes: two machines with equal entries share a plan."""
-  cpu = {}
-  try:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-      name, _, value = line.partition(':')
-      if name.strip() in ('model name', 'flags') and name.strip() not in cpu:
-        cpu[name.strip()] = value.strip()
-  except OSError:
-    cpu['model name'] = platform.processor() or platform.machine()
+  cpu = host.cpu_fields()
   # the implementations' own code: a changed kernel is timed again
   sources = hashlib.sha256(b''.join(p.read_bytes() for p in sorted(Path(__file__).parent.glob('*.[pc]*'))))
-  return {'cpu': cpu.get('model name', ''), 'flags_sha': hashlib.sha256(cpu.get('flags', '').encode()).hexdigest()[:12],
+  return {'cpu': cpu['model name'], 'flags_sha': hashlib.sha256(cpu.get('flags', '').encode()).hexdigest()[:12],
           'kernels_sha': sources.hexdigest()[:12],
           'cores': len(os.sched_getaffinity(0)), 'jax': jax.__version__, 'jaxlib': jax.lib.__version__,
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'native': native.available()}

@@ -21,7 +21,6 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from emojax import host
 from emojax.kernels.layout import check_unstrided_channels_last
 
 SOURCE = Path(__file__).with_name('native_conv.cc')
@@ -55,11 +55,8 @@ def _compiler() -> str:
 
 def _cpu_id() -> str:
   """The CPU model and instruction-set flags: a library built with -march=native only runs on CPUs like it."""
-  try:
-    lines = Path('/proc/cpuinfo').read_text().splitlines()
-    return '\n'.join(sorted({l for l in lines if l.startswith(('model name', 'flags'))}))
-  except OSError:
-    return platform.processor() or platform.machine()
+  cpu = host.cpu_fields()
+  return f"{cpu['model name']}\n{cpu.get('flags', '')}"
 
 
 def cache_dir() -> Path:

@@ -4,12 +4,12 @@ accelerator, nor its memory, from the cases)."""
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from emojax import host
 from experiments.benchmark import common
 
 # Zen 4/5 and Intel AVX-512 server cores: two 512-bit FMA pipes, 16 float32 lanes, 2 FLOPs per FMA.
@@ -18,22 +18,15 @@ FLOPS_PER_CYCLE_PER_CORE = 2 * 16 * 2
 
 def describe() -> dict[str, Any]:
   """CPU model, cores, nominal clock, and the theoretical float32 peak at that clock."""
-  info = {'cpu': platform.processor() or platform.machine(), 'cores': common.usable_cores(), 'nominal_ghz': None,
+  fields = host.cpu_fields()
+  cpu_flags = fields.get('flags', '').split()
+  info = {'cpu': fields['model name'], 'cores': common.usable_cores(),
+          'nominal_ghz': float(fields['cpu MHz']) / 1000 if 'cpu MHz' in fields else None,
+          'avx512': 'avx512f' in cpu_flags,
+          # the vector and matrix extensions that decide which kernels win (the other flags do not)
+          'cpu_vector_flags': sorted(f for f in cpu_flags if f.startswith(('avx', 'fma', 'amx', 'f16c', 'vnni'))),
           # the allocator setting every child (emojax and torch alike) inherits: see emojax/host.py
           'glibc_tunables': os.environ.get('GLIBC_TUNABLES', '')}
-  try:
-    with open('/proc/cpuinfo') as f:
-      lines = f.read().splitlines()
-    fields = dict(line.split(':', 1) for line in lines if ':' in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    info['cpu'] = fields.get('model name', info['cpu'])
-    cpu_flags = fields.get('flags', '').split()
-    info['avx512'] = 'avx512f' in cpu_flags
-    # the vector and matrix extensions that decide which kernels win (the other flags do not)
-    info['cpu_vector_flags'] = sorted(f for f in cpu_flags if f.startswith(('avx', 'fma', 'amx', 'f16c', 'vnni')))
-    info['nominal_ghz'] = float(fields['cpu MHz']) / 1000 if 'cpu MHz' in fields else None
-  except OSError:
-    pass
   if info['nominal_ghz'] and info.get('avx512'):
     info['theoretical_peak_flops'] = info['cores'] * FLOPS_PER_CYCLE_PER_CORE * info['nominal_ghz'] * 1e9
   return info
