@@ -271,6 +271,21 @@ def _row(position: float, rows: int, height: int | None) -> int:
   return int(np.clip(round((flipped + 0.5) * height / rows - 0.5), 0, height - 1))
 
 
+def logmel_warp_rows(height: int, alpha: float, *, n_mels: int = 64, fmax: float = 8000.0) -> np.ndarray:
+  """For each row of a `logmel_spectrogram` image of `height` rows (row 0 the highest), the fractional row
+  where the frequency 1/alpha times its own lies: sampling the image there scales every frequency by alpha,
+  as a shorter (alpha > 1) or longer vocal tract would (vocal tract length perturbation, Jaitly & Hinton
+  2013). Rows whose source lies outside the image take the nearest edge row."""
+  mels = librosa.hz_to_mel(librosa.mel_frequencies(n_mels=n_mels + 2, fmax=fmax)[1:-1])  # band centres, ascending
+  step = mels[1] - mels[0]  # equally spaced in mel
+  # cv2's bilinear resize: output row j samples source row (j + 0.5) * n_mels / height - 0.5 of the flipped bands.
+  band = n_mels - 1 - ((np.arange(height) + 0.5) * n_mels / height - 0.5)
+  source_hz = librosa.mel_to_hz(mels[0] + band * step) / alpha
+  source_band = (librosa.hz_to_mel(source_hz) - mels[0]) / step
+  rows = (n_mels - 1 - source_band + 0.5) * height / n_mels - 0.5
+  return np.clip(rows, 0, height - 1)
+
+
 def _faithful_bins(n_fft: int, sample_rate: int, max_freq: float) -> int:
   return int(np.sum(librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft) < max_freq))
 

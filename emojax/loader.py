@@ -16,7 +16,7 @@ import grain
 import jax
 import numpy as np
 
-from emojax import arrays, baselines, corpora, features, files, splits
+from emojax import arrays, audio, baselines, corpora, features, files, splits
 from emojax.corpora.base import Utterance
 
 # The arrays a step consumes; the text fields stay on the host.
@@ -175,6 +175,8 @@ class Augment:
   rotate_degrees: the paper's rotation by a random angle in +-this.
   freq_masks, time_masks, mask_width: SpecAugment-style bands set to the image
     mean (Park et al. 2019), each at most `mask_width` rows/columns wide.
+  freq_warp: log-mel spectrograms of `mel_bands` bands only: every frequency scaled by a random
+    factor in 1 +- freq_warp, as another vocal tract length would (VTLP, Jaitly & Hinton 2013).
   Never a horizontal flip: it reverses time.
   """
 
@@ -183,16 +185,24 @@ class Augment:
   freq_masks: int = 0
   time_masks: int = 0
   mask_width: int = 8
+  freq_warp: float = 0.0
+  mel_bands: int = 64
 
   @property
   def active(self) -> bool:
-    return bool(self.top_crop_px or self.rotate_degrees or self.freq_masks or self.time_masks)
+    return bool(self.top_crop_px or self.rotate_degrees or self.freq_masks or self.time_masks or self.freq_warp)
 
   def __call__(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     if 'audio' not in element:
       return element
     image = element['audio']
     height, width = image.shape[:2]
+    if self.freq_warp:
+      rows = audio.logmel_warp_rows(height, float(rng.uniform(1 - self.freq_warp, 1 + self.freq_warp)),
+                                    n_mels=self.mel_bands)
+      low = np.floor(rows).astype(int)
+      weight = (rows - low)[:, None, None]
+      image = image[low] * (1 - weight) + image[np.minimum(low + 1, height - 1)] * weight
     if self.top_crop_px:
       crop = int(rng.integers(0, self.top_crop_px + 1))
       if crop:
@@ -345,7 +355,7 @@ def load_data(config, workdir: str | None = None) -> Data:
   speakers = None  # numbered only where contrastive mining needs them
   if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
-  augment = Augment(**dc.augment.to_dict())
+  augment = Augment(**dc.augment.to_dict(), mel_bands=dc.get('mel_bands', features.DEFAULT_MEL_BANDS))
   source = in_memory(built.source)
   functionals = None
   if dc.get('functionals'):

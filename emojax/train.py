@@ -348,6 +348,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
        f'empty for model {config.model.name!r} (only {", ".join(models.FUNCTIONALS_MODELS)} read functionals)'),
       ('data.functionals', functionals, not functionals or dc.variant in baselines.WHOLE_UTTERANCE,
        f'empty for the clip variant {dc.variant!r} (functionals describe whole utterances: ds1, ds3)'),
+      ('data.augment.freq_warp', dc.augment.get('freq_warp', 0.0), 0 <= dc.augment.get('freq_warp', 0.0) < 0.5,
+       'in [0, 0.5)'),
+      ('data.augment.freq_warp', dc.augment.get('freq_warp', 0.0), not dc.augment.get('freq_warp', 0.0)
+       or dc.frontend == 'logmel', "0 for the front end 'faithful' (it warps log-mel rows)"),
       ('train.num_epochs', tc.num_epochs, tc.num_epochs >= 1, '>= 1'),
       ('train.batch_size', tc.batch_size, tc.batch_size >= 1, '>= 1'),
       ('train.max_bad_steps', tc.max_bad_steps, tc.max_bad_steps >= 1, '>= 1'),

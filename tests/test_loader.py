@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from emojax import loader
+from emojax import audio, loader
 
 
 def _source(n=20):
@@ -80,6 +80,25 @@ def test_top_crop_moves_content_down_never_flips_time():
   # Rows below the crop are stretched over the full height: row r moves to (r - crop) * H / (H - crop).
   assert abs(int(np.argmax(out[:, 15, 0])) - (20 - crop) * 50 / (50 - crop)) <= 1
   assert np.argmax(out[25, :, 0]) == 0  # time stays left to right
+
+
+@pytest.mark.parametrize('mel_bands,height', [(64, 128), (128, 128), (64, 48)])
+def test_frequency_warp_scales_a_tone_s_frequency_by_the_drawn_factor(mel_bands, height):
+  """VTLP: a 1 kHz tone's row moves to the row of alpha kHz, alpha the factor the augmentation draws; time is
+  untouched, and a factor of 1 changes nothing."""
+  sr = 16000
+  wave = 0.3 * np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)
+  image = audio.logmel_spectrogram(wave, sr, size=(height, 40), n_mels=mel_bands)
+  image[:, 0] = 1.0  # the first time column marked
+  augment = loader.Augment(freq_warp=0.2, mel_bands=mel_bands)
+  for seed in range(3):
+    alpha = np.random.default_rng(seed).uniform(0.8, 1.2)  # the draw the augmentation makes
+    out = augment({'audio': image}, np.random.default_rng(seed))['audio']
+    expected = audio.logmel_row_of_frequency(1000 * alpha, height=height, n_mels=mel_bands)
+    assert abs(int(np.argmax(out[:, 20, 0])) - expected) <= 1
+    assert np.all(out[:, 0] == 1.0)
+  np.testing.assert_allclose(loader.Augment(freq_warp=1e-9, mel_bands=mel_bands)(
+      {'audio': image}, np.random.default_rng(0))['audio'], image, atol=1e-6)
 
 
 def test_speaker_numbers_join_the_batches_when_asked():

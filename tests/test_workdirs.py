@@ -90,10 +90,15 @@ def test_a_config_that_cannot_work_stops_before_any_data_is_built(tmp_path):
   for field, value, message in (('model.name', 'foo', "Unknown model 'foo'"),
                                 ('train.num_epochs', 0, 'train.num_epochs must be >= 1, got 0'),
                                 ('data.audio_size', (64,), 'data.audio_size must be (height, width)'),
-                                ('optim.learning_rate', -0.1, 'optim.learning_rate must be > 0')):
+                                ('optim.learning_rate', -0.1, 'optim.learning_rate must be > 0'),
+                                ('data.mel_bands', 512, 'data.mel_bands must be an integer in 8..256'),
+                                ('data.augment.freq_warp', 0.7, 'data.augment.freq_warp must be in [0, 0.5)')):
     config = cnn.get_config('smoke')
-    section, name = field.split('.')
-    config[section][name] = value
+    *sections, name = field.split('.')
+    section = config
+    for part in sections:
+      section = section[part]
+    section[name] = value
     with pytest.raises(train.InvalidConfig, match=re.escape(message)):
       train.check_config(config)
   done = _run('--config=configs/cnn.py:smoke', f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={tmp_path / "a"}',

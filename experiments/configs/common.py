@@ -92,7 +92,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.data.augment_copies = 0       # build-time copies with a faint tone sweep mixed in (training side only)
   c.data.augment_level_db = -20.0  # the sweep's RMS relative to the clip's
   c.data.augment = ml_collections.ConfigDict(dict(  # training only; see emojax.loader.Augment
-      top_crop_px=0, rotate_degrees=0.0, freq_masks=0, time_masks=0, mask_width=8))
+      top_crop_px=0, rotate_degrees=0.0, freq_masks=0, time_masks=0, mask_width=8,
+      freq_warp=0.0))  # logmel: every frequency scaled by a random factor in 1 +- freq_warp (VTLP)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = model

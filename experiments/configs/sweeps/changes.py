@@ -29,6 +29,7 @@ ROWS = {
     'm128_egemaps': {**MELS128, **EGEMAPS},
     'm128_egemaps_spk': {**MELS128, **EGEMAPS, **SPEAKER},
     'bands128_egemaps': {**MELS128, 'data.mel_bands': 128, **EGEMAPS},  # the hybrid with 128 true mel bands
+    'm128_egemaps_vtlp': {**MELS128, **EGEMAPS, 'data.augment.freq_warp': 0.1},  # the hybrid + VTLP (+-10%)
 }
 PRESETS = ('emodb', 'ravdess', 'smoke', 'seeds3') + tuple(ROWS)
 
