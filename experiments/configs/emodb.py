@@ -6,9 +6,9 @@ r"""Audio models on real speech (Emo-DB or RAVDESS), speaker-independent (whole 
   python -m experiments.run --config=configs/emodb.py:spectrogram --config.corpus.root=/path/to/emodb  # no eGeMAPS input
 
 Presets (comma-separated): cnn | cnn_rnn (default) | cnn_lstm; ravdess; spectrogram; smoke (two epochs, batch 8).
-The default network is the hybrid: 128x96 log-mel spectrograms (64 mel bands resized to 128 rows), and each utterance's 88 eGeMAPS functionals
-(openSMILE) beside them, joined before the embedding layer; `spectrogram` is the spectrogram-only recipe
-(64x96, no functionals), the base of the real-speech sweeps. Chosen on validation speakers
+The default network is the hybrid: 128x96 log-mel spectrograms (64 mel bands resized to 128 rows), and
+each utterance's 88 eGeMAPS functionals (openSMILE) beside them, joined before the embedding layer;
+`spectrogram` is the spectrogram-only recipe (64x96, no functionals), the base of the real-speech sweeps. Chosen on validation speakers
 (configs/sweeps/changes.py, then crossval.py's `hybrid` preset; docs/results.md).
 Mode: speaker-blind (spectrograms on the build's fixed dB scale, functionals standardised on the training
 side); --config.data.normalize=speaker standardises each speaker's spectrograms and functionals on that
