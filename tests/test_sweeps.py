@@ -502,7 +502,8 @@ def test_crossval_sweeps_count_the_corpus_speakers_and_need_a_corpus(tmp_path):
   flags = [f'--config.corpus.root={root}']
   for name, arg, count in (('crossval', 'emodb', (3 + 4) * 2 * 5 + 5), ('crossval', 'emodb,normalised', 7 * 5),
                            ('crossval', 'emodb,blind,nopaper', 7 * 5), ('recipe', 'emodb', 7 * 5),
-                           ('changes', 'emodb', 9 * 5), ('changes', 'emodb,recipe,egemaps', 2 * 5),
+                           ('changes', 'emodb', 11 * 5), ('changes', 'emodb,recipe,egemaps', 2 * 5),
+                           ('changes', 'emodb,recipe,seeds3', 3 * 5),
                            ('crossval', 'emodb,hybrid', (3 + 3 + 4) * 2 * 5 + 5)):
     module = sweeps.load_module(os.path.join(SWEEP_DIR, f'{name}.py'))
     base = module.get_config(arg)
