@@ -11,8 +11,9 @@ the held-out speakers as well as the initialisation).
 Sizes (points x epochs; wall on 2 CPU cores):
   (default)  4 models x 2 x 2 x 3 seeds = 48 points x 10 epochs: 29 min 33 s with --jobs=2 (measured, AMD EPYC)
   smoke      cnn, cnn_rnn x augmentation off/on, 4 classes, seed 0: 4 points x 1 epoch, about 1 min (measured)
-  emodb      3 audio models x 2 x 2 x 3 seeds = 36 points x 40 epochs (configs/emodb.py), about 2.5 h
-  ravdess    the same on RAVDESS (more clips: longer)
+  emodb      3 audio models x 2 x 2 x 3 seeds = 36 points x 40 epochs (configs/emodb.py:spectrogram):
+             17 min 48 s with --jobs=2 (measured, AMD EPYC)
+  ravdess    the same on RAVDESS: 44 min 27 s with --jobs=2 (measured, AMD EPYC, partly beside other work)
   full       48 points x 30 epochs at the paper's sizes (200x300 faithful spectrograms, 60x100 video)
 The paper's Table 3 is IEMOCAP with a random 80/20 split over clips: its numbers are not
 comparable with these (another corpus, and held-out speakers rather than held-out clips).
