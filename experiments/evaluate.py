@@ -21,6 +21,7 @@ import numpy as np
 
 from emojax import checkpoints, corpora, inference, metrics, reports
 from emojax.corpora import labels
+from experiments import fail
 
 _WORKDIRS = flags.DEFINE_multi_string('workdir', None, 'Workdir of a finished experiments.run training run '
                                       '(repeat the flag for several).', required=True)
@@ -89,14 +90,14 @@ def write_report(out: str, runs: list[dict]) -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    fail(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   try:
     runs = [score(w) for w in _WORKDIRS.value]
   except (FileNotFoundError, ValueError, checkpoints.DamagedCheckpoint) as e:
-    sys.exit(f'Error: {e}')
+    fail(e)
   if len({tuple(r['classes']) for r in runs}) > 1:
-    sys.exit('Error: the workdirs were trained on different class sets; score one class set at a time.')
+    fail('the workdirs were trained on different class sets; score one class set at a time.')
   if len(runs) > 1:
     summary = {k: reports.mean_std([r[k] for r in runs]) for k in ('accuracy', 'unweighted_accuracy')}
     print(f"\n{len(runs)} runs: accuracy {summary['accuracy'][0]:.4f} ± {summary['accuracy'][1]:.4f}, unweighted "

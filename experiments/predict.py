@@ -25,6 +25,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from emojax import baselines, checkpoints, inference
+from experiments import fail
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished experiments.run training run.', required=True)
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint of the workdir.')
@@ -86,16 +87,16 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   paths = inference.find_recordings(argv[1:])
   if not paths:
-    raise app.UsageError('Name at least one recording or folder after the flags.')
+    fail('Name at least one recording or folder after the flags.')
   if _OUTPUT.value and not _OUTPUT.value.endswith(('.csv', '.json')):
-    raise app.UsageError(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
+    fail(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
   try:
     predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
     scorer = predictor
     if _FUSE_WITH.value:
       scorer = inference.FusedPredictor(predictor, baselines.Baseline(_FUSE_WITH.value))
   except (FileNotFoundError, ValueError, checkpoints.DamagedCheckpoint) as e:
-    sys.exit(f'Error: {e}')
+    fail(e)
   print(f'Model {predictor.config.model.name} from {predictor.checkpoint}; classes {", ".join(predictor.class_names)}; '
         f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}'
         + (f'; averaged with the baseline {scorer.baseline.name} of {_FUSE_WITH.value}.' if _FUSE_WITH.value else '.'))
@@ -111,7 +112,7 @@ def main(argv):
   try:
     results = scorer.predict_files(paths, speakers=speakers, speaker_stats=stats)
   except ValueError as e:
-    sys.exit(f'Error: {e}')
+    fail(e)
   print_table(results, predictor.class_names)
   if _OUTPUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)

@@ -35,6 +35,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from emojax import arrays, corpora, features, splits
+from experiments import fail
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -49,7 +50,7 @@ def main(argv):
     built = arrays.build(corpora.get_corpus(config.corpus), features.spec_from_config(config), config.data.data_dir,
                          corpus_key=corpora.corpus_key(config.corpus), utterances_per_shard=_SHARD.value)
   except arrays.UnusableCorpus as e:
-    sys.exit(f'Error: {e}')
+    fail(e)
   arrays.print_manifest(built.manifest, built.directory)
 
   split_dir = os.path.join(built.directory, 'splits')

@@ -26,6 +26,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emojax import arrays, baselines, checkpoints, loader, models, train, workdirs
+from experiments import fail
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config: configs/<model>.py[:preset].',
@@ -43,7 +44,7 @@ def start_processes() -> None:
   """Joins a multi-process run when asked: from the cluster's environment, or from the flags."""
   by_hand = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if any(v is not None for v in by_hand) and any(v is None for v in by_hand):
-    raise app.UsageError('--coordinator_address, --num_processes and --process_id go together.')
+    fail('--coordinator_address, --num_processes and --process_id go together.')
   if _DISTRIBUTED.value or by_hand[0] is not None:
     # Collectives between the processes' CPU devices (the parameters' all-reduce on a CPU-only cluster).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -66,8 +67,7 @@ def main(argv):
       train_or_fit(config, workdir)
   except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig,
           checkpoints.DamagedCheckpoint, arrays.UnusableCorpus) as e:
-    print(f'Error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fail(e)
 
 
 def evaluate_only(config, workdir: str) -> None:

@@ -97,7 +97,7 @@ def test_api_and_cli_reproduce_the_run_s_own_test_predictions(emodb_run, tmp_pat
   assert header.split(',')[:2 + len(recorded['class_names'])] == ['source', 'emotion', *recorded['class_names']]
   assert row.split(',')[1] == results[0].emotion
   bad = _predict_cli(f'--workdir={workdir}', files[0], '--output=p.txt')
-  assert bad.returncode != 0 and 'must end in .csv or .json' in bad.stderr
+  assert bad.returncode == 2 and 'must end in .csv or .json' in bad.stderr
 
 
 def test_long_recordings_are_scored_in_half_overlapping_windows(emodb_run):
@@ -204,6 +204,11 @@ def test_a_model_is_scored_on_another_corpus_among_the_classes_that_corpus_has(e
       path.unlink()
   with pytest.raises(ValueError, match="labels none of the model's classes"):
     inference.score_corpus(predictor, corpora.get_corpus(config), progress=False)
+  refused = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--workdir={workdir}', '--corpus=ravdess',
+                            f'--root={root}', f'--out={tmp_path / "none"}'], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
+  assert refused.returncode == 2 and "Error: The corpus labels none of the model's classes" in refused.stderr
+  assert 'Traceback' not in refused.stderr and not (tmp_path / 'none').exists()
 
 
 def test_fusion_scores_a_real_crema_d_video_and_refuses_audio_only_input():
@@ -256,7 +261,7 @@ def test_a_damaged_checkpoint_is_refused_with_a_clear_error(emodb_run, tmp_path)
     for step in os.listdir(copy / 'checkpoints' / kind):
       test_checkpoints._flip_bytes(test_checkpoints._largest_file(str(copy / 'checkpoints' / kind / step)))
   done = _predict_cli(f'--workdir={copy}', sorted(glob.glob(os.path.join(root, 'wav', '*.wav')))[0])
-  assert done.returncode == 1 and 'Error: Checkpoint' in done.stderr and 'is damaged' in done.stderr
+  assert done.returncode == 2 and 'Error: Checkpoint' in done.stderr and 'is damaged' in done.stderr
   assert 'Traceback' not in done.stderr
 
 
