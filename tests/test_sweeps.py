@@ -440,8 +440,8 @@ def test_real_smoke_sweep_end_to_end(tmp_path):
   path = _write_sweep_file(tmp_path / 'tiny.py', 'sweeps.seeds(2)', extra='c.train.num_epochs = 1')
   workdir, data_dir = tmp_path / 'sweep', tmp_path / 'arrays'
 
-  def sweep(*args):
-    return subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--config={path}', f'--workdir={workdir}',
+  def sweep(*args, into=workdir):
+    return subprocess.run([sys.executable, '-m', 'experiments.sweep', f'--config={path}', f'--workdir={into}',
                            f'--config.data.data_dir={data_dir}', *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
 
@@ -463,6 +463,13 @@ def test_real_smoke_sweep_end_to_end(tmp_path):
 
   again = sweep()
   assert again.returncode == 0 and again.stdout.count('skipped  seed=') == 2
+
+  # The same sweep run again from scratch in another directory gives the same table.
+  twin = sweep(into=tmp_path / 'twin')
+  assert twin.returncode == 0, twin.stderr[-3000:]
+  twin_report = json.load(open(tmp_path / 'twin' / 'report.json'))
+  assert [p['final'] for p in twin_report['points']] == [p['final'] for p in report['points']]
+  assert twin_report['rows'][0]['stats'] == report['rows'][0]['stats']
 
   # A point killed after its last checkpoint: the rerun resumes it and ends with the same result.
   os.remove(workdir / 'seed=1' / 'summary.json')
