@@ -44,6 +44,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from emojax import reports, sweeps
+from experiments import fail
 from experiments.configs import resolve_config_path
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Sweep file: configs/sweeps/<name>.py[:presets].',
@@ -74,8 +75,7 @@ def main(argv):
       return 0
     status = {} if _REPORT_ONLY.value else sweeps.run(sweep, jobs=_JOBS.value, heartbeat_s=_HEARTBEAT.value)
   except sweeps.SweepError as e:
-    print(f'Error: {e}', file=sys.stderr)
-    return 2
+    fail(e)
   except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the running points were stopped
     print('Interrupted: the same command resumes the sweep.', file=sys.stderr)
     return 130
