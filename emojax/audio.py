@@ -22,7 +22,6 @@ import re
 import cv2
 import librosa
 import matplotlib
-import noisereduce
 import numpy as np
 import scipy.signal
 import soundfile as sf
@@ -235,6 +234,9 @@ def denoise(wave: np.ndarray, sr: int) -> np.ndarray:
   threshold (1.5 std) and mask smoothing (2 bins x 4 frames) are Sainburg's;
   noisereduce's default 500 Hz smoothing would blur away harmonics.
   """
+  # Imported here: noisereduce imports PyTorch when it is installed (0.5 GB and 2 s in every process).
+  import noisereduce  # pylint: disable=import-outside-toplevel
+
   high = min(30_000.0, 0.99 * sr / 2)
   sos = scipy.signal.butter(4, [1.0, high], btype='bandpass', fs=sr, output='sos')
   filtered = scipy.signal.sosfiltfilt(sos, wave.astype(np.float64))

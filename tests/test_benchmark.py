@@ -54,6 +54,13 @@ def test_every_model_is_timed_without_recompiling(report):
     assert row['flops_per_step'] > 0 and row['model_kwargs']['conv_impl'] == 'fast'
     # The step compiles once, before timing; the timed steps reuse it.
     assert row['compilations_total'] >= 1 and row['compilations_timed_steps'] == 0
+  # The autotuned plan is tuned (or read) in a process of its own before each model case.
+  tuning = _rows(document, 'emojax_tune')
+  assert set(tuning) == set(emojax)
+  for row in tuning.values():
+    assert row['autotune_s'] >= 0 and row['autotune_batch1_s'] >= 0 and row['peak_rss_mb'] > 0
+    assert row['kernel_plan'].split(' (')[0] == emojax[row['model'], row['setting']]['kernel_plan'].split(' (')[0]
+    assert f"- {row['model']}: " in table and 'autotuning, in a process of its own' in table
   assert document['machine']['measured_peak_flops'] > 0
   assert document['machine']['settings'] == ['fast/fast:float32']
   for model in MODELS:

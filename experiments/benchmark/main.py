@@ -60,7 +60,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Where the pipeline part builds/
 _LATENCY = flags.DEFINE_bool('latency', True, 'Time single-clip inference: decode + features + model.')
 _SHARED_DATA = flags.DEFINE_string('shared_data', os.path.join(ROOT, '..', 'shared', 'data'),
                                    'The real recordings the latency part reads (see its README).')
-_WORKER = flags.DEFINE_string('worker', '', 'Internal: run one part (emojax:<model>, torch:<model>, '
+_WORKER = flags.DEFINE_string('worker', '', 'Internal: run one part (tune:<model>, emojax:<model>, torch:<model>, '
                               'torch_channels_last:<model>, layers, torch_layers, peak, pipeline or latency) '
                               'and print its JSON.')
 _TORCH_NETWORK = flags.DEFINE_string('torch_network', '{}', 'Internal: the network of a torch child, JSON '
@@ -124,6 +124,9 @@ def work(part: str) -> dict[str, Any]:
   shapes, batch_size, steps = sizes()
   setting = (_CONV_IMPL.value, _POOL_IMPL.value, _DTYPE.value)
   kind, _, name = part.partition(':')
+  if kind == 'tune':
+    from experiments.benchmark import cases
+    return cases.tune_case(name, setting, shapes, batch_size, quick=_QUICK.value)
   if kind == 'emojax':
     from experiments.benchmark import cases
     return cases.model_case(name, setting, shapes, batch_size, steps, quick=_QUICK.value, count_flops=_FLOPS.value)
@@ -214,6 +217,8 @@ def main(argv):
   # other settings (FLOPs: the first setting's), then the input pipeline and the latency.
   parts = []
   for name in names if _MODEL_CASES.value else ():
+    if settings[0][0] == 'fast':  # autotuned: tuning (or reading the cache) in a process of its own
+      parts.append(('tune', name, _setting_flags(settings[0])))
     parts.append(('emojax', name, {**_setting_flags(settings[0]), 'flops': _FLOPS.value}))
     network = json.dumps({'inputs': list(models.INPUTS[name]),
                           'kwargs': common.quick_kwargs(models.FIELDS[name]) if _QUICK.value else {}})
@@ -230,7 +235,7 @@ def main(argv):
 
   for framework, name, overrides in parts:
     results.append(run_worker(f'{framework}:{name}', **overrides))
-    if framework == 'emojax':  # an error row names its setting too
+    if framework in ('tune', 'emojax'):  # an error row names its setting too
       results[-1].setdefault('setting', common.setting_name(
           overrides['conv_impl'], overrides['pool_impl'], overrides['dtype']))
     document['results'] = results

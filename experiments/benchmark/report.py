@@ -61,9 +61,19 @@ def markdown(results: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"{_fmt(jx.get('latency_ms'), '.1f')} / {_fmt(pt.get('latency_ms'), '.1f')} |")
   plans = [(name, best_emojax(results, name)) for name in info['models']]
   plans = [(name, jx) for name, jx in plans if jx.get('kernel_plan')]
+  tuning = {r['model']: r for r in results if r.get('framework') == 'emojax_tune'}
+
+  def tuned(name: str) -> str:
+    row = tuning.get(name)
+    if not row:
+      return ''
+    return (f" (autotuning, in a process of its own before the timed one: {row['autotune_s']:.0f} s training, "
+            f"{row['autotune_batch1_s']:.0f} s batch 1, peak RSS {row['peak_rss_mb']:.0f} MB)")
+
   if plans:
     lines += ['', 'Kernel plans (training step; batch-1 forward of the latency column), as the run printed them:', '']
-    lines += [f"- {name}: {jx['kernel_plan']}; batch 1: {jx.get('latency_kernel_plan', '-')}" for name, jx in plans]
+    lines += [f"- {name}: {jx['kernel_plan']}; batch 1: {jx.get('latency_kernel_plan', '-')}{tuned(name)}"
+              for name, jx in plans]
   settings = list(dict.fromkeys(r['setting'] for r in results if r.get('framework') == 'emojax' and 'setting' in r))
   if len(settings) > 1:
     lines += ['', 'emojax training samples/s per setting (conv_impl/pool_impl:dtype):', '',
