@@ -39,7 +39,7 @@ SOURCE = Path(__file__).with_name('native_conv.cc')
 FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-w')
 TARGETS = {'conv3d_forward': 'EmojaxConv3dForward', 'conv3d_kernel_grad': 'EmojaxConv3dKernelGrad',
            'max_pool_forward': 'EmojaxMaxPoolForward', 'max_pool_backward': 'EmojaxMaxPoolBackward'}
-LANES = 16  # the kernels' channel vector; other channel counts are zero-padded to a multiple of it
+LANES = 16  # channel counts are zero-padded to a multiple of it (one AVX-512 vector, two AVX2 ones)
 
 
 class NativeUnavailable(RuntimeError):

@@ -8,7 +8,7 @@
 // small matrix product whose left operand is the input row read with
 // overlapping rows:
 //   y[w, co] += sum_j x_row[w * C_in + j] * k[j, co],   j = kw * C_in + ci < KW * C_in
-// The forward pass keeps a tile of (output positions x 16-float channel
+// The forward pass keeps a tile of (output positions x channel
 // vectors) in registers; the kernel gradient keeps a tile of (j x channel
 // vectors) in registers and sums over the positions of a row.
 // The work is split into rows taken from a shared counter by the caller and the
@@ -29,16 +29,36 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// 16 floats; the compiler maps it to one AVX-512 register, or two AVX2 ones.
-typedef float v16 __attribute__((vector_size(64)));
+// One vector register of floats, as wide as -march=native gives, and the register tiles sized to the
+// register file: a generic vector wider than the hardware's, or more accumulators than registers, is kept
+// on the stack (10x slower). Tile shapes change which sums run together, never the order of a sum's terms,
+// so every tile gives the same bits. Channel counts are multiples of 16 (the caller pads them).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;  // zmm
+// 24 accumulators of the 32 registers; tiles up to 4 vectors (64 channels) wide.
+constexpr int kAccumulators = 24, kMaxTileVectors = 4;
+#else
+constexpr int kLanes = 8;  // ymm (AVX2)
+// 12 accumulators of the 16 registers; tiles 2 vectors (16 channels) wide.
+constexpr int kAccumulators = 12, kMaxTileVectors = 2;
+#endif
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
 
-inline v16 load(const float* p) {
-  v16 v;
+inline vf load(const float* p) {
+  vf v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+
+// How many vectors a tile spans for c_out (a multiple of 16) output channels.
+inline int TileVectors(int64_t c_out) {
+  for (int vectors = kMaxTileVectors; vectors > 1; vectors /= 2)
+    if (c_out % (vectors * kLanes) == 0) return vectors;
+  return 1;
+}
 
 // Runs work(row) for every row in [0, rows) on the caller and on up to (workers - 1) tasks scheduled
 // on XLA's thread pool, and returns when every row is done. Rows are claimed from a shared counter, so the
@@ -72,18 +92,18 @@ int64_t Workers(ffi::ThreadPool& pool, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows));
 }
 
-// ---- forward: y[w0:w0+WB, co0:co0+16*CV] = sum over (kt, kh) and j -------------------------------
+// ---- forward: y[w0:w0+WB, co0:co0+kLanes*CV] = sum over (kt, kh) and j -------------------------------
 
 template <int WB, int CV>
 inline void ForwardTile(const float* const* x_rows, const float* const* k_slices, int n_slices, int64_t j_count,
                         int64_t c_in, int64_t c_out, int64_t w0, int64_t co0, float* y_row) {
-  v16 acc[WB][CV] = {};
+  vf acc[WB][CV] = {};
   for (int s = 0; s < n_slices; ++s) {
     const float* x = x_rows[s] + w0 * c_in;
     const float* k = k_slices[s] + co0;
     for (int64_t j = 0; j < j_count; ++j) {
-      v16 kv[CV];
-      for (int c = 0; c < CV; ++c) kv[c] = load(k + j * c_out + 16 * c);
+      vf kv[CV];
+      for (int c = 0; c < CV; ++c) kv[c] = load(k + j * c_out + kLanes * c);
 #pragma GCC unroll 32
       for (int b = 0; b < WB; ++b) {
         const float xv = x[b * c_in + j];
@@ -92,14 +112,14 @@ inline void ForwardTile(const float* const* x_rows, const float* const* k_slices
     }
   }
   for (int b = 0; b < WB; ++b)
-    for (int c = 0; c < CV; ++c) store(y_row + (w0 + b) * c_out + co0 + 16 * c, acc[b][c]);
+    for (int c = 0; c < CV; ++c) store(y_row + (w0 + b) * c_out + co0 + kLanes * c, acc[b][c]);
 }
 
 template <int CV>
 void ForwardRow(const float* const* x_rows, const float* const* k_slices, int n_slices, int64_t j_count,
                 int64_t c_in, int64_t c_out, int64_t w_out, float* y_row) {
-  constexpr int kWB = 24 / CV;  // 24 accumulators: leaves registers for the kernel vectors
-  for (int64_t co0 = 0; co0 < c_out; co0 += 16 * CV) {
+  constexpr int kWB = kAccumulators / CV;  // leaves registers for the kernel vectors
+  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV) {
     int64_t w0 = 0;
     for (; w0 + kWB <= w_out; w0 += kWB)
       ForwardTile<kWB, CV>(x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
@@ -145,25 +165,27 @@ ffi::Error Conv3dForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
     }
     const int n_slices = static_cast<int>(x_rows.size());
     float* y_row = yp + row * w_out * c_out;
-    if (c_out % 64 == 0) ForwardRow<4>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
-    else if (c_out % 32 == 0) ForwardRow<2>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
-    else ForwardRow<1>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
+    switch (TileVectors(c_out)) {
+      case 4: return ForwardRow<4>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
+      case 2: return ForwardRow<2>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
+      default: return ForwardRow<1>(x_rows.data(), k_slices.data(), n_slices, j_count, c_in, c_out, w_out, y_row);
+    }
   });
   return ffi::Error::Success();
 }
 
-// ---- kernel gradient: dk[j0:j0+JB, co0:co0+16*CV] += sum_w x_row[w * C_in + j] dy_row[w, co] --------
+// ---- kernel gradient: dk[j0:j0+JB, co0:co0+kLanes*CV] += sum_w x_row[w * C_in + j] dy_row[w, co] --------
 
 template <int JB, int CV>
 inline void KernelGradTile(const float* x_row, const float* dy_row, int64_t c_in, int64_t c_out, int64_t w_out,
                            int64_t j0, int64_t co0, float* dk) {
-  v16 acc[JB][CV];
+  vf acc[JB][CV];
   for (int b = 0; b < JB; ++b)
-    for (int c = 0; c < CV; ++c) acc[b][c] = load(dk + (j0 + b) * c_out + co0 + 16 * c);
+    for (int c = 0; c < CV; ++c) acc[b][c] = load(dk + (j0 + b) * c_out + co0 + kLanes * c);
   for (int64_t wi = 0; wi < w_out; ++wi) {
     const float* x = x_row + wi * c_in + j0;
-    v16 dv[CV];
-    for (int c = 0; c < CV; ++c) dv[c] = load(dy_row + wi * c_out + co0 + 16 * c);
+    vf dv[CV];
+    for (int c = 0; c < CV; ++c) dv[c] = load(dy_row + wi * c_out + co0 + kLanes * c);
 #pragma GCC unroll 32
     for (int b = 0; b < JB; ++b) {
       const float xv = x[b];
@@ -171,7 +193,7 @@ inline void KernelGradTile(const float* x_row, const float* dy_row, int64_t c_in
     }
   }
   for (int b = 0; b < JB; ++b)
-    for (int c = 0; c < CV; ++c) store(dk + (j0 + b) * c_out + co0 + 16 * c, acc[b][c]);
+    for (int c = 0; c < CV; ++c) store(dk + (j0 + b) * c_out + co0 + kLanes * c, acc[b][c]);
 }
 
 template <int CV>
@@ -192,8 +214,8 @@ void KernelGradTail(int64_t jb, const float* x_row, const float* dy_row, int64_t
 template <int CV>
 void KernelGradRow(const float* x_row, const float* dy_row, int64_t j_count, int64_t c_in, int64_t c_out,
                    int64_t w_out, float* dk) {
-  constexpr int kJB = CV == 1 ? 12 : 24 / CV;
-  for (int64_t co0 = 0; co0 < c_out; co0 += 16 * CV) {
+  constexpr int kJB = CV == 1 ? std::min(12, kAccumulators) : kAccumulators / CV;
+  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV) {
     int64_t j0 = 0;
     for (; j0 + kJB <= j_count; j0 += kJB)
       KernelGradTile<kJB, CV>(x_row, dy_row, c_in, c_out, w_out, j0, co0, dk);
@@ -218,6 +240,7 @@ ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
   // partial sums, which are then added in block order: the result does not depend on which thread took
   // which block, so a seeded run repeats bit for bit.
   const int64_t rows = n * t_out, blocks = std::min<int64_t>(rows, 16);
+  const int vectors = TileVectors(c_out);
   std::vector<std::vector<float>> partial(blocks, std::vector<float>(size, 0.0f));
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
@@ -231,9 +254,11 @@ ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
           for (int64_t b = 0; b < kh; ++b) {
             const float* x_row = xp + (((i * t + ti + a) * h + hi + b) * w) * c_in;
             float* dk_slice = dk_block + (a * kh + b) * slice;
-            if (c_out % 64 == 0) KernelGradRow<4>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-            else if (c_out % 32 == 0) KernelGradRow<2>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-            else KernelGradRow<1>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
+            switch (vectors) {
+              case 4: KernelGradRow<4>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice); break;
+              case 2: KernelGradRow<2>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice); break;
+              default: KernelGradRow<1>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
+            }
           }
       }
     }
@@ -246,11 +271,9 @@ ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
 }
 
 // ---- max-pool over (1, WH, WW) windows with strides (1, SH, SW), VALID, and its gradient -----------------
-// Channels in 16-float vectors (the caller passes a multiple of 16). The gradient goes to the first maximum
+// Channels in vectors (the caller passes a multiple of 16). The gradient goes to the first maximum
 // of each window in row-major order, as XLA's select-and-scatter (nn.max_pool) and PyTorch give it. One
 // task per (n, t) plane: windows overlap only within a plane.
-
-typedef int32_t i16v __attribute__((vector_size(64)));
 
 ffi::Error MaxPoolForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y,
                           int64_t window_h, int64_t window_w, int64_t stride_h, int64_t stride_w) {
@@ -269,12 +292,12 @@ ffi::Error MaxPoolForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Re
     const float* xs = xp + plane * h * w * c;
     for (int64_t ho = 0; ho < h_out; ++ho)
       for (int64_t wo = 0; wo < w_out; ++wo)
-        for (int64_t k = 0; k < c; k += 16) {
+        for (int64_t k = 0; k < c; k += kLanes) {
           const float* corner = xs + (ho * stride_h * w + wo * stride_w) * c + k;
-          v16 top = load(corner);
+          vf top = load(corner);
           for (int64_t a = 0; a < window_h; ++a)
             for (int64_t b = 0; b < window_w; ++b) {
-              const v16 v = load(corner + (a * w + b) * c);
+              const vf v = load(corner + (a * w + b) * c);
               top = v > top ? v : top;
             }
           store(yp + ((plane * h_out + ho) * w_out + wo) * c + k, top);
@@ -302,17 +325,17 @@ ffi::Error MaxPoolBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
     const float* xs = xp + plane * h * w * c;
     float* dxs = dxp + plane * h * w * c;
     std::fill(dxs, dxs + h * w * c, 0.0f);
-    const v16 zero = {};
+    const vf zero = {};
     for (int64_t ho = 0; ho < h_out; ++ho)
       for (int64_t wo = 0; wo < w_out; ++wo)
-        for (int64_t k = 0; k < c; k += 16) {
+        for (int64_t k = 0; k < c; k += kLanes) {
           const int64_t out = ((plane * h_out + ho) * w_out + wo) * c + k;
-          const v16 top = load(yp + out), g = load(gp + out);
-          i16v open = ~i16v{};  // lanes whose maximum is not yet found
+          const vf top = load(yp + out), g = load(gp + out);
+          vi open = ~vi{};  // lanes whose maximum is not yet found
           for (int64_t a = 0; a < window_h; ++a)
             for (int64_t b = 0; b < window_w; ++b) {
               const int64_t at = ((ho * stride_h + a) * w + wo * stride_w + b) * c + k;
-              const i16v first = (load(xs + at) == top) & open;
+              const vi first = (load(xs + at) == top) & open;
               open &= ~first;
               store(dxs + at, load(dxs + at) + (first ? g : zero));
             }
