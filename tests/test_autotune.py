@@ -56,11 +56,30 @@ def test_the_fastest_candidate_is_kept_and_big_layers_time_only_the_close_ones_a
   assert autotune.step_flops(big, True) > autotune.PROBE_FLOPS
   timed.clear()
   result = autotune.time_layer(big, ('native', 'fft', 'xla', 'patches'), training=True, budget_s=30)
-  probed = {impl for impl, batch in timed if batch == autotune.PROBE_BATCH}
+  for probe_batch in autotune.PROBE_BATCHES:
+    assert {impl for impl, batch in timed if batch == probe_batch} == {'native', 'fft', 'xla', 'patches'}
   full = {impl for impl, batch in timed if batch == 64}
-  assert probed == {'native', 'fft', 'xla', 'patches'}
   assert full == {'fft', 'patches'}  # native (4x) and xla (30x) lose by more than PROBE_MARGIN
   assert result['impl'] == 'fft'
+
+
+def test_the_probe_predicts_the_full_batch_from_two_batches(monkeypatch):
+  """An impl with a fixed cost per call (the FFT's kernel transforms) loses at the probe batches and wins at
+  the run's: the prediction keeps it."""
+  [_, conv, _] = autotune.network_convs(models.get_model('cnn', num_classes=4), {'audio': AUDIO})
+  big = conv.__class__(**{**conv.__dict__, 'lhs': (64, 200, 300, 16)})
+  timed = []
+
+  def compiled_step(impl, conv, batch, training):
+    timed.append((impl, batch))
+    fixed, per_sample = {'fft': (0.05, 0.001), 'native': (0.0, 0.004)}[impl]
+    return lambda: time.sleep(fixed + per_sample * batch)
+
+  monkeypatch.setattr(autotune, '_compiled_step', compiled_step)
+  result = autotune.time_layer(big, ('native', 'fft'), training=True, budget_s=30)
+  assert result['probe_ms']['fft'][0] > 2 * result['probe_ms']['native'][0]  # one probe batch alone would have dropped the FFT
+  # predicted at 64: fft 0.114 s, native 0.256 s (over PROBE_MARGIN x the FFT's: not timed there)
+  assert {impl for impl, batch in timed if batch == 64} == {'fft'} and result['impl'] == 'fft'
 
 
 def test_an_impl_that_cannot_take_a_convolution_is_skipped_with_its_reason():

@@ -4,8 +4,9 @@ impls at the run's shapes, the fastest is kept, and the choice is cached per mac
 `tune(model, inputs)` finds the network's convolutions by tracing it (their shapes, padding and dtype),
 then for each one not in the cache compiles every candidate (forward + backward for training, forward
 for inference) and keeps the fastest at the run's batch (best of `REPEATS` calls). A big layer first runs
-each candidate once at a probe batch of 2 and times only those close to the best probe at the run's batch
-(an XLA 3D convolution can take seconds a step on a CPU). A layer stops trying candidates once its share
+each candidate once at probe batches of 2 and 4 and times at the run's batch only those whose time there,
+predicted from the two, is close to the best (an XLA 3D convolution can take seconds a step on a CPU).
+A layer stops trying candidates once its share
 of the budget is spent (its fastest so far is kept).
 
 The cache is a JSON file (`cache_path()`, under $EMOJAX_CACHE, default ~/.cache/emojax), keyed by the CPU
@@ -45,9 +46,12 @@ CANDIDATES = {2: ('native', 'fft', 'xla', 'patches'),
               3: ('native', 'fold2d+patches:2', 'fold2d+patches', 'patches:2', 'xla')}
 BUDGET_S = 60.0       # per network, over the layers not in the cache
 MIN_FLOPS = 1e8       # layers costing less a step (about a millisecond) keep the untuned plan's impl
-PROBE_FLOPS = 2e9     # layers costing more a step (direct-conv FLOPs) are probed at PROBE_BATCH first
-PROBE_BATCH = 2
-PROBE_MARGIN = 2.0    # candidates slower than this x the best probe are not timed at the run's batch
+PROBE_FLOPS = 2e9     # layers costing more a step (direct-conv FLOPs) are probed at PROBE_BATCHES first
+# Two small batches: a straight line through them predicts the run's batch. One batch alone takes a cost
+# that does not grow with the batch (the FFT's transforms of the kernel, a call's set-up) for a per-sample
+# one and dropped the FFT where it wins at batch 64.
+PROBE_BATCHES = (2, 4)
+PROBE_MARGIN = 2.0    # candidates predicted slower than this x the best are not timed at the run's batch
 REPEATS = 3           # the best of these: the least disturbed by other work on the machine
 
 
@@ -181,20 +185,27 @@ def _fastest(conv: Conv, impls: tuple[str, ...], batch: int, training: bool, rep
 def time_layer(conv: Conv, impls: tuple[str, ...], *, training: bool, budget_s: float) -> dict[str, Any]:
   """Times `impls` on `conv`: {'impl': the fastest, 'ms': per step at the run's batch, ...}.
 
-  A big layer is first run once per impl at a probe batch, and only the impls within PROBE_MARGIN of the
-  best probe are timed at the run's batch (an XLA 3D convolution can take seconds a step)."""
+  A big layer is first run once per impl at each probe batch, and only the impls whose predicted time at
+  the run's batch is within PROBE_MARGIN of the best are timed there (an XLA 3D convolution can take
+  seconds a step)."""
   deadline = time.perf_counter() + budget_s
   errors, probe = {}, {}
   batch = conv.lhs[0]
-  if batch > PROBE_BATCH and step_flops(conv, training) > PROBE_FLOPS:
-    probe = _fastest(conv, impls, PROBE_BATCH, training, 1, deadline, errors)
-    impls = tuple(sorted((i for i in probe if probe[i] <= PROBE_MARGIN * min(probe.values())), key=probe.get))
+  small, large = PROBE_BATCHES
+  if batch > large and step_flops(conv, training) > PROBE_FLOPS:
+    at_small = _fastest(conv, impls, small, training, 1, deadline, errors)
+    at_large = _fastest(conv, tuple(at_small), large, training, 1, deadline, errors)
+    probe = {i: [at_small[i], at_large[i]] for i in at_large}
+    predicted = {i: b + (batch - large) * max(b - a, 0.0) / (large - small) for i, (a, b) in probe.items()}
+    if predicted:
+      impls = tuple(sorted((i for i in predicted if predicted[i] <= PROBE_MARGIN * min(predicted.values())),
+                           key=predicted.get))
   timed = _fastest(conv, impls, batch, training, REPEATS, deadline, errors)
   if not timed:
     raise RuntimeError(f'No convolution impl runs the {conv.stream} conv {conv.key(training)}: {errors}')
   best = min(timed, key=timed.get)
   return {'impl': best, 'ms': {i: round(s * 1e3, 3) for i, s in timed.items()},
-          'probe_ms': {i: round(s * 1e3, 3) for i, s in probe.items()}, 'errors': errors,
+          'probe_ms': {i: [round(s * 1e3, 3) for s in pair] for i, pair in probe.items()}, 'errors': errors,
           'tuned': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
 
 
