@@ -1,7 +1,6 @@
 """The per-machine kernel plan: the tuner finds every convolution of a network, keeps the fastest candidate
 (one of the tested impls), caches the choice per machine, and never changes what the network computes."""
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -33,15 +32,18 @@ def test_the_tracer_finds_each_convolution_of_each_network_in_plan_order():
   assert [c.stream for c in only_audio] == ['audio'] * 3
 
 
-def _fake_steps(monkeypatch, seconds_per_sample):
-  """Candidates whose step takes seconds_per_sample[impl] x batch (no compilation): the choice is known."""
+def _fake_steps(monkeypatch, cost):
+  """Candidates whose step takes cost[impl] seconds per sample, or (fixed, per sample) seconds, on a clock
+  that reads exactly that (no compilation, no other load's noise): the choice is known."""
   timed = []
 
   def compiled_step(impl, conv, batch, training):
     timed.append((impl, batch))
-    return lambda: time.sleep(seconds_per_sample[impl] * batch)
+    fixed, per_sample = cost[impl] if isinstance(cost[impl], tuple) else (0.0, cost[impl])
+    return lambda: fixed + per_sample * batch
 
   monkeypatch.setattr(autotune, '_compiled_step', compiled_step)
+  monkeypatch.setattr(autotune, '_seconds', lambda run: run())
   return timed
 
 
@@ -68,14 +70,7 @@ def test_the_probe_predicts_the_full_batch_from_two_batches(monkeypatch):
   the run's: the prediction keeps it."""
   [_, conv, _] = autotune.network_convs(models.get_model('cnn', num_classes=4), {'audio': AUDIO})
   big = conv.__class__(**{**conv.__dict__, 'lhs': (64, 200, 300, 16)})
-  timed = []
-
-  def compiled_step(impl, conv, batch, training):
-    timed.append((impl, batch))
-    fixed, per_sample = {'fft': (0.05, 0.001), 'native': (0.0, 0.004)}[impl]
-    return lambda: time.sleep(fixed + per_sample * batch)
-
-  monkeypatch.setattr(autotune, '_compiled_step', compiled_step)
+  timed = _fake_steps(monkeypatch, {'fft': (0.05, 0.001), 'native': 0.004})
   result = autotune.time_layer(big, ('native', 'fft'), training=True, budget_s=30)
   assert result['probe_ms']['fft'][0] > 2 * result['probe_ms']['native'][0]  # one probe batch alone would have dropped the FFT
   # predicted at 64: fft 0.114 s, native 0.256 s (over PROBE_MARGIN x the FFT's: not timed there)
