@@ -6,8 +6,7 @@ then for each one not in the cache compiles every candidate (forward + backward 
 for inference) and keeps the fastest at the run's batch (best of `REPEATS` calls). A big layer first runs
 each candidate once at probe batches of 2 and 4 and times at the run's batch only those whose time there,
 predicted from the two, is close to the best (an XLA 3D convolution can take seconds a step on a CPU).
-A layer stops trying candidates once its share
-of the budget is spent (its fastest so far is kept).
+A layer stops trying candidates once its share of the budget is spent (its fastest so far is kept).
 
 The cache is a JSON file (`cache_path()`, under $EMOJAX_CACHE, default ~/.cache/emojax), keyed by the CPU
 model and instruction-set flags, the usable cores, jax/jaxlib, XLA_FLAGS, whether the native kernels
