@@ -180,6 +180,21 @@ def test_conv_fft_and_fold2d_match_lax_values_and_vjp(shape, kernel, padding, co
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_conv_fft_in_batch_chunks_matches_lax_values_and_vjp(monkeypatch):
+  monkeypatch.setattr(fft, 'FFT_CHUNK', 2)  # a batch of 5: two chunks of 2 and a remainder of 1
+  x = jax.random.normal(jax.random.key(0), (5, 9, 11, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 4, 3, 6))
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  jaxpr = str(jax.make_jaxpr(lambda x, w: fft.conv_fft(x, w, (1, 1), 'SAME', dimension_numbers=dn))(x, w))
+  assert 'scan' in jaxpr
+  y_ref, vjp_ref = jax.vjp(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=dn), x, w)
+  y, vjp = jax.vjp(lambda x, w: fft.conv_fft(x, w, (1, 1), 'SAME', dimension_numbers=dn), x, w)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-4)
+  cotangent = jax.random.normal(jax.random.key(2), y.shape)
+  for got, want in zip(vjp(cotangent), vjp_ref(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_conv_fft_keeps_a_bfloat16_dtype_and_rejects_what_it_cannot_do():
   x, w = jnp.ones((1, 6, 6, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 4), jnp.bfloat16)
   y = fft.conv_fft(x, w, (1, 1), 'VALID')

@@ -92,6 +92,14 @@ int64_t Workers(ffi::ThreadPool& pool, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), rows));
 }
 
+// Calls tile(start, width) over [0, n) in tiles at most max_width wide and as equal as they can be: a
+// narrow last tile (7 = 6 + 1) holds too few accumulators to hide the FMA's latency.
+template <typename Tile>
+void BalancedTiles(int64_t n, int64_t max_width, const Tile& tile) {
+  const int64_t tiles = (n + max_width - 1) / max_width, width = n / tiles, wider = n % tiles;
+  for (int64_t k = 0, start = 0; k < tiles; start += width + (k < wider), ++k) tile(start, width + (k < wider));
+}
+
 // ---- forward: y[w0:w0+WB, co0:co0+kLanes*CV] = sum over (kt, kh) and j -------------------------------
 
 template <int WB, int CV>
@@ -115,17 +123,24 @@ inline void ForwardTile(const float* const* x_rows, const float* const* k_slices
     for (int c = 0; c < CV; ++c) store(y_row + (w0 + b) * c_out + co0 + kLanes * c, acc[b][c]);
 }
 
+// ForwardTile<wb, CV> for a run-time wb <= WB.
+template <int WB, int CV>
+void ForwardTileOf(int64_t wb, const float* const* x_rows, const float* const* k_slices, int n_slices,
+                   int64_t j_count, int64_t c_in, int64_t c_out, int64_t w0, int64_t co0, float* y_row) {
+  if constexpr (WB > 0) {
+    if (wb == WB) return ForwardTile<WB, CV>(x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
+    ForwardTileOf<WB - 1, CV>(wb, x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
+  }
+}
+
 template <int CV>
 void ForwardRow(const float* const* x_rows, const float* const* k_slices, int n_slices, int64_t j_count,
                 int64_t c_in, int64_t c_out, int64_t w_out, float* y_row) {
   constexpr int kWB = kAccumulators / CV;  // leaves registers for the kernel vectors
-  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV) {
-    int64_t w0 = 0;
-    for (; w0 + kWB <= w_out; w0 += kWB)
-      ForwardTile<kWB, CV>(x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
-    for (; w0 < w_out; ++w0)
-      ForwardTile<1, CV>(x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
-  }
+  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV)
+    BalancedTiles(w_out, kWB, [&](int64_t w0, int64_t wb) {
+      ForwardTileOf<kWB, CV>(wb, x_rows, k_slices, n_slices, j_count, c_in, c_out, w0, co0, y_row);
+    });
 }
 
 // pad_t and pad_h: zero rows around x in time and height that are not in memory. The slices of the kernel
@@ -152,7 +167,10 @@ ffi::Error Conv3dForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
   float* yp = y->typed_data();
   ParallelRows(pool, rows, Workers(pool, rows), [&](int64_t row) {
     const int64_t i = row / (t_out * h_out), to = row / h_out % t_out, ho = row % h_out;
-    std::vector<const float*> x_rows, k_slices;  // the slices that fall on rows in memory
+    // the slices that fall on rows in memory (thread_local: no allocation per row)
+    thread_local std::vector<const float*> x_rows, k_slices;
+    x_rows.clear();
+    k_slices.clear();
     for (int64_t a = 0; a < kt; ++a) {
       const int64_t ti = to + a - pad_t_low;
       if (ti < 0 || ti >= t) continue;
@@ -176,51 +194,53 @@ ffi::Error Conv3dForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buf
 
 // ---- kernel gradient: dk[j0:j0+JB, co0:co0+kLanes*CV] += sum_w x_row[w * C_in + j] dy_row[w, co] --------
 
+// A tile sums over a group of (x row, dy row) pairs before storing its accumulators: a row alone can be
+// short (7 positions in the paper's last video layer), too few FMAs to hide the tile's load and store.
+// The pairs come in the order of the sum's terms, so grouping them changes no bits.
+constexpr int64_t kGradPositions = 128;  // per group: enough FMAs per tile, rows still in cache
+
 template <int JB, int CV>
-inline void KernelGradTile(const float* x_row, const float* dy_row, int64_t c_in, int64_t c_out, int64_t w_out,
-                           int64_t j0, int64_t co0, float* dk) {
+inline void KernelGradTile(const float* const* x_rows, const float* const* dy_rows, int64_t n_rows, int64_t c_in,
+                           int64_t c_out, int64_t w_out, int64_t j0, int64_t co0, float* dk) {
   vf acc[JB][CV];
   for (int b = 0; b < JB; ++b)
     for (int c = 0; c < CV; ++c) acc[b][c] = load(dk + (j0 + b) * c_out + co0 + kLanes * c);
-  for (int64_t wi = 0; wi < w_out; ++wi) {
-    const float* x = x_row + wi * c_in + j0;
-    vf dv[CV];
-    for (int c = 0; c < CV; ++c) dv[c] = load(dy_row + wi * c_out + co0 + kLanes * c);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* x_row = x_rows[r] + j0;
+    const float* dy_row = dy_rows[r] + co0;
+    for (int64_t wi = 0; wi < w_out; ++wi) {
+      const float* x = x_row + wi * c_in;
+      vf dv[CV];
+      for (int c = 0; c < CV; ++c) dv[c] = load(dy_row + wi * c_out + kLanes * c);
 #pragma GCC unroll 32
-    for (int b = 0; b < JB; ++b) {
-      const float xv = x[b];
-      for (int c = 0; c < CV; ++c) acc[b][c] += xv * dv[c];
+      for (int b = 0; b < JB; ++b) {
+        const float xv = x[b];
+        for (int c = 0; c < CV; ++c) acc[b][c] += xv * dv[c];
+      }
     }
   }
   for (int b = 0; b < JB; ++b)
     for (int c = 0; c < CV; ++c) store(dk + (j0 + b) * c_out + co0 + kLanes * c, acc[b][c]);
 }
 
-template <int CV>
-void KernelGradTail(int64_t jb, const float* x_row, const float* dy_row, int64_t c_in, int64_t c_out,
-                    int64_t w_out, int64_t j0, int64_t co0, float* dk) {
-  switch (jb) {  // the last j's of a slice, fewer than a whole tile
-#define EMOJAX_TAIL(k) \
-  case k:              \
-    return KernelGradTile<k, CV>(x_row, dy_row, c_in, c_out, w_out, j0, co0, dk);
-    EMOJAX_TAIL(1) EMOJAX_TAIL(2) EMOJAX_TAIL(3) EMOJAX_TAIL(4) EMOJAX_TAIL(5) EMOJAX_TAIL(6)
-    EMOJAX_TAIL(7) EMOJAX_TAIL(8) EMOJAX_TAIL(9) EMOJAX_TAIL(10) EMOJAX_TAIL(11)
-#undef EMOJAX_TAIL
-    default:
-      return;
+// KernelGradTile<jb, CV> for a run-time jb <= JB.
+template <int JB, int CV>
+void KernelGradTileOf(int64_t jb, const float* const* x_rows, const float* const* dy_rows, int64_t n_rows,
+                      int64_t c_in, int64_t c_out, int64_t w_out, int64_t j0, int64_t co0, float* dk) {
+  if constexpr (JB > 0) {
+    if (jb == JB) return KernelGradTile<JB, CV>(x_rows, dy_rows, n_rows, c_in, c_out, w_out, j0, co0, dk);
+    KernelGradTileOf<JB - 1, CV>(jb, x_rows, dy_rows, n_rows, c_in, c_out, w_out, j0, co0, dk);
   }
 }
 
 template <int CV>
-void KernelGradRow(const float* x_row, const float* dy_row, int64_t j_count, int64_t c_in, int64_t c_out,
-                   int64_t w_out, float* dk) {
+void KernelGradRows(const float* const* x_rows, const float* const* dy_rows, int64_t n_rows, int64_t j_count,
+                    int64_t c_in, int64_t c_out, int64_t w_out, float* dk) {
   constexpr int kJB = CV == 1 ? std::min(12, kAccumulators) : kAccumulators / CV;
-  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV) {
-    int64_t j0 = 0;
-    for (; j0 + kJB <= j_count; j0 += kJB)
-      KernelGradTile<kJB, CV>(x_row, dy_row, c_in, c_out, w_out, j0, co0, dk);
-    if (j0 < j_count) KernelGradTail<CV>(j_count - j0, x_row, dy_row, c_in, c_out, w_out, j0, co0, dk);
-  }
+  for (int64_t co0 = 0; co0 < c_out; co0 += kLanes * CV)
+    BalancedTiles(j_count, kJB, [&](int64_t j0, int64_t jb) {
+      KernelGradTileOf<kJB, CV>(jb, x_rows, dy_rows, n_rows, c_in, c_out, w_out, j0, co0, dk);
+    });
 }
 
 ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
@@ -246,22 +266,36 @@ ffi::Error Conv3dKernelGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
   const float* gp = dy.typed_data();
   ParallelRows(pool, blocks, Workers(pool, blocks), [&](int64_t block) {
     float* dk_block = partial[block].data();
-    for (int64_t row = block * rows / blocks; row < (block + 1) * rows / blocks; ++row) {
+    const int64_t first = block * rows / blocks, last = (block + 1) * rows / blocks;
+    const int64_t group = std::max<int64_t>(1, kGradPositions / w_out);  // dy rows per group
+    std::vector<const float*> dy_rows, x_starts, x_rows;  // x_starts: x at slice (0, 0) of each dy row
+    auto flush = [&] {  // every slice of the kernel over the group's rows
+      for (int64_t a = 0; a < kt; ++a)
+        for (int64_t b = 0; b < kh; ++b) {
+          x_rows.clear();
+          for (const float* x_start : x_starts) x_rows.push_back(x_start + (a * h + b) * w * c_in);
+          float* dk_slice = dk_block + (a * kh + b) * slice;
+          const int64_t n_rows = dy_rows.size();
+          switch (vectors) {
+            case 4: KernelGradRows<4>(x_rows.data(), dy_rows.data(), n_rows, j_count, c_in, c_out, w_out, dk_slice);
+              break;
+            case 2: KernelGradRows<2>(x_rows.data(), dy_rows.data(), n_rows, j_count, c_in, c_out, w_out, dk_slice);
+              break;
+            default: KernelGradRows<1>(x_rows.data(), dy_rows.data(), n_rows, j_count, c_in, c_out, w_out, dk_slice);
+          }
+        }
+      dy_rows.clear();
+      x_starts.clear();
+    };
+    for (int64_t row = first; row < last; ++row) {  // the rows of dy, in order
       const int64_t i = row / t_out, ti = row % t_out;
       for (int64_t hi = 0; hi < h_out; ++hi) {
-        const float* dy_row = gp + ((row * h_out + hi) * w_out) * c_out;
-        for (int64_t a = 0; a < kt; ++a)
-          for (int64_t b = 0; b < kh; ++b) {
-            const float* x_row = xp + (((i * t + ti + a) * h + hi + b) * w) * c_in;
-            float* dk_slice = dk_block + (a * kh + b) * slice;
-            switch (vectors) {
-              case 4: KernelGradRow<4>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice); break;
-              case 2: KernelGradRow<2>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice); break;
-              default: KernelGradRow<1>(x_row, dy_row, j_count, c_in, c_out, w_out, dk_slice);
-            }
-          }
+        dy_rows.push_back(gp + ((row * h_out + hi) * w_out) * c_out);
+        x_starts.push_back(xp + (((i * t + ti) * h + hi) * w) * c_in);
+        if (static_cast<int64_t>(dy_rows.size()) == group) flush();
       }
     }
+    if (!dy_rows.empty()) flush();
   });
   float* out = dk->typed_data();
   std::copy(partial[0].begin(), partial[0].end(), out);

@@ -107,22 +107,28 @@ def _batches(name: str, shapes: dict[str, tuple[int, ...]], batch_size: int) -> 
   return batch, {k: v[:1] for k, v in batch.items() if k != 'label'}
 
 
-def tune_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple[int, ...]], batch_size: int, *,
-              quick: bool) -> dict[str, Any]:
-  """The model's kernel plans, training step and batch-1 forward, autotuned (or read from the cache) in this
-  process, before the model case: a run tunes once per machine, so the candidates' buffers stay out of the
-  model case's peak memory, and the cost of tuning is reported on its own."""
-  kwargs = model_kwargs(name, setting, quick)
-  batch, one = _batches(name, shapes, batch_size)
+def tuned_models(name: str, kwargs: dict[str, Any], batch: dict[str, Any],
+                 one: dict[str, Any]) -> tuple[nn.Module, nn.Module, float, float]:
+  """The model for the training `batch` and for the batch-1 forward on `one`, each with its kernel plan
+  autotuned (or read from the cache), and the seconds each plan took."""
   start = time.perf_counter()
   model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(batch))
   middle = time.perf_counter()
   one_model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(one),
                                training=False)
+  return model, one_model, middle - start, time.perf_counter() - middle
+
+
+def tune_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple[int, ...]], batch_size: int, *,
+              quick: bool) -> dict[str, Any]:
+  """The model's kernel plans, training step and batch-1 forward, autotuned (or read from the cache) in this
+  process, before the model case: a run tunes once per machine, so the candidates' buffers stay out of the
+  model case's peak memory, and the cost of tuning is reported on its own."""
+  model, one_model, train_s, one_s = tuned_models(name, model_kwargs(name, setting, quick),
+                                                  *_batches(name, shapes, batch_size))
   return {'framework': 'emojax_tune', 'model': name, 'setting': common.setting_name(*setting),
-          'autotune_s': middle - start, 'autotune_batch1_s': time.perf_counter() - middle,
-          'peak_rss_mb': common.peak_rss_mb(), 'kernel_plan': model.plan.describe(),
-          'latency_kernel_plan': one_model.plan.describe()}
+          'autotune_s': train_s, 'autotune_batch1_s': one_s, 'peak_rss_mb': common.peak_rss_mb(),
+          'kernel_plan': model.plan.describe(), 'latency_kernel_plan': one_model.plan.describe()}
 
 
 def model_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple[int, ...]], batch_size: int,
@@ -130,14 +136,11 @@ def model_case(name: str, setting: tuple[str, str, str], shapes: dict[str, tuple
   """Compile time, XLA FLOPs, training samples/s, compilations, peak memory and batch-1 latency of one model."""
   kwargs = model_kwargs(name, setting, quick)
   batch, one = _batches(name, shapes, batch_size)
-  start = time.perf_counter()
-  model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(batch))
-  autotune_s = time.perf_counter() - start  # ~0 after tune_case: the plan is in the cache
+  # ~0 s after tune_case: the plans are in the cache
+  model, one_model, autotune_s, _ = tuned_models(name, kwargs, batch, one)
   figures, state, device_batch, rng = time_train_step(model, batch, steps)
 
   variables = {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats is not None else {})}
-  one_model = models.get_model(name, num_classes=common.NUM_CLASSES, **kwargs, tune_for=train.input_structs(one),
-                               training=False)
   forward = jax.jit(lambda v, x: one_model.apply(v, train.model_inputs(x), train=False))
   jax.block_until_ready(forward(variables, one))
   latency_s, _ = common.median_time(lambda: jax.block_until_ready(forward(variables, one)), max(steps, 5))
