@@ -1,5 +1,5 @@
 // Direct 3D convolution and max-pool kernels for XLA on CPU, called through the XLA FFI
-// (emojax/models/native_conv.py).
+// (emojax/kernels/native.py).
 //
 // XLA's CPU runtime has no fast 3D convolution: its own is 5-10x slower than
 // PyTorch's oneDNN, and im2col + matmul spends most of its time writing the
@@ -10,7 +10,7 @@
 //   y[w, co] += sum_j x_row[w * C_in + j] * k[j, co],   j = kw * C_in + ci < KW * C_in
 // The forward pass keeps a tile of (output positions x channel
 // vectors) in registers; the kernel gradient keeps a tile of (j x channel
-// vectors) in registers and sums over the positions of a row.
+// vectors) in registers and sums over the positions of a group of rows.
 // The work is split into rows taken from a shared counter by the caller and the
 // tasks it schedules on XLA's intra-op thread pool.
 
