@@ -186,11 +186,11 @@ def _fastest(conv: Conv, impls: tuple[str, ...], batch: int, training: bool, rep
 def time_layer(conv: Conv, impls: tuple[str, ...], *, training: bool, budget_s: float) -> dict[str, Any]:
   """Times `impls` on `conv`: {'impl': the fastest, 'ms': per step at the run's batch, ...}.
 
-  A big layer is first run once per impl at each probe batch, and only the impls whose predicted time at
-  the run's batch is within PROBE_MARGIN of the best are timed there (an XLA 3D convolution can take
-  seconds a step)."""
+  A big layer is first run once per impl at each probe batch, and only its two best predictions at the
+  run's batch, and any other within PROBE_MARGIN of the best, are timed there (an XLA 3D convolution can
+  take seconds a step)."""
   deadline = time.perf_counter() + budget_s
-  errors, probe, at_least = {}, {}, 1
+  errors, probe = {}, {}
   batch = conv.lhs[0]
   small, large = PROBE_BATCHES
   if batch > large and step_flops(conv, training) > PROBE_FLOPS:
@@ -205,8 +205,7 @@ def time_layer(conv: Conv, impls: tuple[str, ...], *, training: bool, budget_s: 
       # the probes spent the budget, and the others only when close to the best.
       ranked = sorted(predicted, key=predicted.get)
       impls = tuple(i for n, i in enumerate(ranked) if n < 2 or predicted[i] <= PROBE_MARGIN * predicted[ranked[0]])
-      at_least = 2
-  timed = _fastest(conv, impls, batch, training, REPEATS, deadline, errors, at_least)
+  timed = _fastest(conv, impls, batch, training, REPEATS, deadline, errors, at_least=2 if probe else 1)
   if not timed:
     raise RuntimeError(f'No convolution impl runs the {conv.stream} conv {conv.key(training)}: {errors}')
   best = min(timed, key=timed.get)
