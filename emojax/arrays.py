@@ -58,9 +58,11 @@ class Built:
 
 
 def build_key(spec: features.FeatureSpec) -> str:
-  """A readable, unique directory name for the build of `spec` (and this version of the build)."""
-  fields = dataclasses.asdict(spec)
-  if fields['mel_bands'] == features.DEFAULT_MEL_BANDS:  # builds made before the field existed keep their keys
+  """A readable, unique directory name for the build of `spec` (and this version of the build): it hashes only
+  the fields the features read, so a field that changes nothing (the video's size in an audio-only build) shares
+  the build."""
+  fields = features.fields_read(spec)
+  if fields.get('mel_bands') == features.DEFAULT_MEL_BANDS:  # builds made before the field existed keep their keys
     del fields['mel_bands']
   text = json.dumps({**fields, 'build_version': BUILD_VERSION}, sort_keys=True)
   return f'{spec.variant}_{spec.frontend}_{hashlib.sha1(text.encode()).hexdigest()[:10]}'

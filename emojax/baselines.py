@@ -74,6 +74,18 @@ def egemaps_functionals(wave: np.ndarray, sr: int) -> np.ndarray:
 EXTRACTORS = {'mfcc': mfcc_statistics, 'egemaps': egemaps_functionals}
 
 
+def functionals_of(wave: np.ndarray, sr: int, kind: str, *, denoise: bool = False) -> np.ndarray:
+  """The `kind` functionals of one recording (denoised first for ds3), as the baselines and hybrid networks read
+  them in training and prediction alike; raises ValueError for a recording the networks' build refuses too."""
+  features.check_waveform(wave, sr)
+  if denoise:
+    wave = audio.denoise(wave, sr)
+  vector = EXTRACTORS[kind](wave, sr)
+  if not np.all(np.isfinite(vector)):
+    raise ValueError(f'non-finite {kind} features')
+  return vector
+
+
 def utterances(corpus, class_set: str, merge_exc: bool = False) -> tuple[list[Utterance], tuple[str, ...], list[int]]:
   """The corpus's utterances in the class set, the class names and each utterance's class index."""
   names = label_sets.class_names(class_set, [corpus.canonical[l] for l in corpus.labels], merge_exc=merge_exc)
@@ -104,14 +116,7 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   missing = [item for item in items if item.id not in known]
   for item in tqdm(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
     try:
-      wave, sr = corpus.load_audio(item)
-      features.check_waveform(wave, sr)  # the networks' build refuses the same utterances
-      if denoise:
-        wave = audio.denoise(wave, sr)
-      vector = EXTRACTORS[kind](wave, sr)
-      if not np.all(np.isfinite(vector)):
-        raise ValueError(f'non-finite {kind} features')
-      known[item.id] = vector
+      known[item.id] = functionals_of(*corpus.load_audio(item), kind, denoise=denoise)
     except (ValueError, OSError, RuntimeError, EOFError, librosa.util.exceptions.ParameterError) as error:
       errors[item.id] = f'{type(error).__name__}: {error}'
   if cache and missing and len(known) > len(errors):
@@ -281,8 +286,7 @@ class Baseline:
 
   def features_of(self, wave: np.ndarray, sr: int) -> np.ndarray:
     """The baseline's feature vector of one recording, as training computed it."""
-    features.check_waveform(wave, sr)
-    return EXTRACTORS[self.features](audio.denoise(wave, sr) if self.denoise else wave, sr)
+    return functionals_of(wave, sr, self.features, denoise=self.denoise)
 
   def probabilities(self, rows: np.ndarray, speakers: Sequence[str] | None = None) -> np.ndarray:
     """(N, K) class probabilities of feature rows; a speaker-normalised baseline standardises them per

@@ -15,7 +15,8 @@ import librosa
 import numpy as np
 import scipy.signal
 
-from emojax import audio, video
+from emojax import audio
+from emojax import video as video_lib
 from emojax.corpora.base import Corpus, Utterance
 
 # The paper's four dataset variants (Table 1): (3-second clips?, noise cleanup?).
@@ -79,13 +80,26 @@ class FeatureSpec:
     return 3 if self.frontend == 'faithful' else 1
 
 
+def fields_read(spec: FeatureSpec) -> dict[str, Any]:
+  """The fields of `spec` its features depend on: the video's only with video, mel_bands only for the log-mel
+  front end. (augment_level_db stays even without augmented copies: the builds of the default spec keep the
+  keys they had.)"""
+  fields = dataclasses.asdict(spec)
+  unread = []
+  if not spec.with_video:
+    unread += ['video_frames', 'video_size', 'video_crop']
+  if spec.frontend != 'logmel':
+    unread.append('mel_bands')
+  return {k: v for k, v in fields.items() if k not in unread}
+
+
 def spec_from_config(config) -> FeatureSpec:
   """The features a run of `config` reads: `config.data`'s fields, video only if the model reads it."""
   from emojax import models  # here, not at the top: a build alone need not import JAX
   dc = config.data
   return FeatureSpec(
       variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size),
-      mel_bands=dc.get('mel_bands', DEFAULT_MEL_BANDS), clip_seconds=dc.clip_seconds,
+      mel_bands=dc.mel_bands, clip_seconds=dc.clip_seconds,
       class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model.name),
       video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
       augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
@@ -144,35 +158,47 @@ def check_waveform(wave: np.ndarray, sr: int) -> None:
 
 def utterance_examples(corpus: Corpus, utt: Utterance, spec: FeatureSpec,
                        stats: collections.Counter) -> Iterator[dict[str, Any]]:
-  """The feature arrays of one utterance: per clip (one for full-utterance variants) the
-  original, then `spec.augment_copies` augmented copies. Counts face-crop outcomes in `stats`, and
-  the audio's length in stats['audio_ms'].
+  """The feature arrays of one utterance of a corpus (`recording_examples` of its audio and video; the
+  padding noise and augmentation are seeded by its id, so every build makes the same arrays).
 
   Raises:
     one of DATA_ERRORS when the utterance's data is unusable.
   """
-  clips_wanted, cleanup = VARIANTS[spec.variant]
   wave, sr = corpus.load_audio(utt)
+  loaded = corpus.load_video(utt) if spec.with_video else None
+  yield from recording_examples(wave, sr, spec, seed=zlib.crc32(utt.id.encode()), video=loaded, stats=stats)
+
+
+def recording_examples(wave: np.ndarray, sr: int, spec: FeatureSpec, *, seed: int,
+                       video: tuple[np.ndarray, float] | None = None,
+                       stats: collections.Counter | None = None) -> Iterator[dict[str, Any]]:
+  """The feature arrays of one recording, the one path from a waveform (and its video's (frames, fps)) to
+  model inputs, used by the array build and by prediction alike: per clip (3-s clips back to back, the last
+  padded with noise seeded by `seed`, for ds2/ds4; the whole recording for ds1/ds3) its video frames and
+  spectrogram, then `spec.augment_copies` augmented copies. Counts face-crop outcomes in `stats`, and the
+  audio's length in stats['audio_ms'].
+
+  Raises:
+    one of DATA_ERRORS when the recording is unusable.
+  """
+  clips_wanted, cleanup = VARIANTS[spec.variant]
   check_waveform(wave, sr)
+  if spec.with_video and video is None:
+    raise ValueError('no video')
+  stats = collections.Counter() if stats is None else stats
   stats['audio_ms'] += int(round(1000 * wave.size / sr))
   if cleanup:
     wave = audio.denoise(wave, sr)
-  seed = zlib.crc32(utt.id.encode())  # padding noise and augmentation repeat across builds
   if clips_wanted:
     clips = audio.clip_waveform(wave, sr, seconds=spec.clip_seconds, rng=np.random.default_rng(seed))
   else:
     clips = [wave]
-  frames = fps = None
-  if spec.with_video:
-    loaded = corpus.load_video(utt)
-    if loaded is None:
-      raise ValueError('no video')
-    frames, fps = loaded
   for index, clip in enumerate(clips):
     example = {'clip': index}
     if spec.with_video:
+      frames, fps = video
       window = clip_frames(frames, fps, index, spec.clip_seconds) if clips_wanted else frames
-      example['video'], found = video.video_clip(
+      example['video'], found = video_lib.video_clip(
           window, n_frames=spec.video_frames, size=spec.video_size, crop=spec.video_crop)
       if spec.video_crop == 'face':
         stats['face_found' if found else 'face_fallback_fixed_crop'] += 1

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emojax import audio, baselines, checkpoints, features, loader, metrics, models, train, video
+from emojax import audio, baselines, checkpoints, features, loader, metrics, models, schema, train, video
 from emojax.corpora import labels
 from emojax.corpora.base import Utterance
 
@@ -79,22 +79,35 @@ class Predictor:
     self.config = config
     self.class_names = tuple(class_names)
     self.checkpoint = checkpoint
-    self.spec = features.spec_from_config(config)
+    self.spec = dataclasses.replace(features.spec_from_config(config), augment_copies=0)
     self.reads_video = models.reads_video(config.model.name)
     self.model = None  # built on the first batch, its kernels tuned to that batch's shapes (forward only)
     self.variables = variables
-    # Full-utterance models (ds1/ds3) saw whole files of their corpus's length, which the config does not
-    # record: a long recording's windows should match it (Emo-DB's files here: 2 s).
-    self.window_seconds = float(window_seconds or config.data.clip_seconds)
+    # None: each recording is treated as training treated an utterance; else longer ones are cut into windows.
+    self.window_seconds = window_seconds
     self._probabilities = None
     # A hybrid's functionals: their kind, and in the speaker-blind mode the training side's (mean, std).
-    self.functionals = config.data.get('functionals', '')
+    self.functionals = config.data.functionals
     self.functionals_scale = None
     if self.functionals and config.data.normalize != 'speaker':
       if functionals_scale is None:
         raise ValueError(f'{checkpoint or "this model"} reads {self.functionals} functionals standardised on its '
                          f'training side: pass that scale ({loader.FUNCTIONALS_FILE} of its workdir).')
       self.functionals_scale = (np.asarray(functionals_scale['mean']), np.asarray(functionals_scale['std']))
+
+  def window_length(self, duration: float) -> float:
+    """Seconds of recording each model input covers: the window, else a clip or (whole-utterance models) all."""
+    clips_wanted, _ = features.VARIANTS[self.spec.variant]
+    whole = min(self.window_seconds, duration) if self.window_seconds else duration
+    return min(self.spec.clip_seconds, whole) if clips_wanted else whole
+
+  def describe_windows(self) -> str:
+    """How a recording is cut, in words (for the commands' headers)."""
+    clips_wanted, _ = features.VARIANTS[self.spec.variant]
+    treated = f'clips of {self.spec.clip_seconds:g} s' if clips_wanted else 'whole'
+    if self.window_seconds:
+      return f'half-overlapping windows of {self.window_seconds:g} s, each {treated}'
+    return f'each recording {treated}, as in training'
 
   def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
     """(BATCH, K) probabilities of one batch of windows (every call has BATCH windows: one compiled shape)."""
@@ -117,7 +130,7 @@ class Predictor:
       raise FileNotFoundError(f'{workdir}: no {" or ".join(missing)}; is it the workdir of a finished '
                               'experiments.run training run?')
     with open(paths['config.json']) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+      config = schema.upgrade(json.load(f))
     with open(paths['summary.json']) as f:
       class_names = json.load(f)['class_names']
     if checkpoint not in ('best', 'latest'):
@@ -156,40 +169,40 @@ class Predictor:
     return wave, sr, video.decode_video(source) if self.reads_video else None
 
   def windows(self, source: str | tuple[np.ndarray, int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray, float]:
-    """(one un-normalised model input per window, window starts in seconds, duration in seconds)."""
-    wave, sr, frames = self._load(source)
+    """(one un-normalised model input per window, window starts in seconds, duration in seconds).
+
+    By default the recording is treated as training treated an utterance (`features.recording_examples`):
+    whole for the full-utterance variants, else cut into clips back to back. With `window_seconds`, a longer
+    recording is first cut into half-overlapping windows of that length, each then treated so.
+    """
+    wave, sr, video = self._load(source)
     features.check_waveform(wave, sr)  # as the array build checks every utterance
     duration = len(wave) / sr
-    clips_wanted, cleanup = features.VARIANTS[self.spec.variant]
-    if cleanup:
-      wave = audio.denoise(wave, sr)
-    length = int(round(self.window_seconds * sr))
-    if len(wave) <= length:
-      starts = np.zeros(1)
-      seed = zlib.crc32(source.encode() if isinstance(source, str) else b'waveform')
-      pieces = audio.clip_waveform(wave, sr, seconds=self.window_seconds, rng=np.random.default_rng(seed))[:1] \
-          if clips_wanted else [wave]
-    else:
+    length = int(round(self.window_seconds * sr)) if self.window_seconds else len(wave)
+    first = [0]
+    if len(wave) > length:
       hop = max(1, int(round(length * (1 - WINDOW_OVERLAP))))
       first = list(range(0, len(wave) - length + 1, hop))
       if first[-1] + length < len(wave):
         first.append(len(wave) - length)  # the end of the recording gets a window too
-      starts = np.asarray(first) / sr
-      pieces = [wave[i:i + length] for i in first]
-    inputs = []
-    for start, piece in zip(starts, pieces):
-      example = {}
-      if self.spec.with_video:
-        all_frames, fps = frames
-        window = all_frames[int(start * fps):int(round((start + self.window_seconds) * fps))]
-        example['video'], _ = video.video_clip(window if len(window) else all_frames[-1:],
-                                               n_frames=self.spec.video_frames, size=self.spec.video_size,
-                                               crop=self.spec.video_crop)
-      example['audio'] = features.audio_features(piece, sr, self.spec).astype(np.float32)
-      if self.functionals:  # of the window, as training's of the (denoised) utterance
-        example['functionals'] = baselines.EXTRACTORS[self.functionals](piece, sr)
-      inputs.append(example)
-    return inputs, starts, duration
+    clips_wanted, _ = features.VARIANTS[self.spec.variant]
+    inputs, starts = [], []
+    for offset in first:
+      piece = wave[offset:offset + length]
+      part = None
+      if video is not None:
+        frames, fps = video
+        part = frames[int(offset / sr * fps):int(round((offset + length) / sr * fps))]
+        part = (part if len(part) else frames[-1:], fps)
+      # Padding noise seeded by the samples, not by how the path is written.
+      seed = zlib.crc32(np.ascontiguousarray(piece).tobytes())
+      for example in features.recording_examples(piece, sr, self.spec, seed=seed, video=part):
+        inputs.append({k: example[k] for k in ('audio', 'video') if k in example})
+        starts.append(offset / sr + (example['clip'] * self.spec.clip_seconds if clips_wanted else 0.0))
+      if self.functionals:  # whole-utterance variants only: one input per window, its functionals as training's
+        inputs[-1]['functionals'] = baselines.functionals_of(piece, sr, self.functionals,
+                                                             denoise=baselines.WHOLE_UTTERANCE[self.spec.variant])
+    return inputs, np.asarray(starts), duration
 
   def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
     """One speaker's statistics over every window of `sources` (their recordings), what a speaker-normalised
@@ -206,7 +219,7 @@ class Predictor:
     for first in range(0, len(inputs), BATCH):
       chunk = inputs[first:first + BATCH]
       batch = {k: np.stack([x[k] for x in chunk] + [chunk[0][k]] * (BATCH - len(chunk))) for k in chunk[0]}
-      crops = loader.time_windows(batch, self.config.data.get('crop_frames', 0), self.config.data.get('test_crops', 1))
+      crops = loader.time_windows(batch, self.config.data.crop_frames, self.config.data.test_crops)
       probs = np.mean([self._forward(crop) for crop in crops], axis=0)
       out.append(probs[:len(chunk)])
     return np.concatenate(out)
@@ -237,7 +250,8 @@ class Predictor:
     window_probabilities = self._score(inputs)
     return Prediction(source=source if isinstance(source, str) else '<waveform>', class_names=self.class_names,
                       probabilities=window_probabilities.mean(axis=0), window_probabilities=window_probabilities,
-                      window_starts=starts, window_seconds=self.window_seconds, duration=duration, notes=tuple(notes))
+                      window_starts=starts, window_seconds=self.window_length(duration), duration=duration,
+                      notes=tuple(notes))
 
   def predict_files(self, paths: Sequence[str], *, speakers: dict[str, str] | None = None,
                     speaker_stats: dict[str, np.ndarray] | None = None, progress: bool = True) -> list[Prediction]:
@@ -329,7 +343,7 @@ def score_corpus(predictor: Predictor, corpus, *, progress: bool = True) -> dict
   `scored_classes` (those this corpus has), `left_out` (the corpus's other emotions: counts) and `errors`
   (recordings that could not be used: id -> error).
   """
-  names, merge_exc = predictor.class_names, predictor.config.data.get('merge_exc', False)
+  names, merge_exc = predictor.class_names, predictor.config.data.merge_exc
   kept, left_out = [], {}
   for u in corpus.utterances():
     if not isinstance(u, Utterance):  # a reader's Skipped entry: not a recording

@@ -355,7 +355,7 @@ def load_data(config, workdir: str | None = None) -> Data:
   speakers = None  # numbered only where contrastive mining needs them
   if config.objective == 'contrastive' and config.contrastive.super_hard_same_speaker:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
-  augment = Augment(**dc.augment.to_dict(), mel_bands=dc.get('mel_bands', features.DEFAULT_MEL_BANDS))
+  augment = Augment(**dc.augment.to_dict(), mel_bands=dc.mel_bands)
   source = in_memory(built.source)
   functionals = None
   if dc.get('functionals'):

@@ -19,7 +19,8 @@ too, unless the sweep file lists it in POINT_WINS (then the point's value wins: 
 FUSIONS, e.g. `[('model', ('recipe', 'egemaps_svm'))]`, asks the report for late-fusion rows: the
 rows with those labels of that axis, probabilities averaged per test utterance (emojax.reports).
 
-Nothing here imports JAX; `run` imports the feature code only for --jobs > 1.
+Listing a sweep imports no JAX; validating its points imports the schema (and the models), and `run` the
+feature code for --jobs > 1.
 """
 from __future__ import annotations
 
@@ -308,7 +309,12 @@ def validate(sweep: Sweep) -> list[ml_collections.ConfigDict]:
       clash = global_paths & set(overrides) - set(sweep.point_wins)
       if clash:
         raise SweepError(f'{sorted(clash)} set both by the sweep and on the command line')
-      configs.append(apply_overrides(sweep.base, overrides))
+      config = apply_overrides(sweep.base, overrides)
+      try:
+        _schema().validate(config)
+      except ValueError as e:  # schema.InvalidConfig
+        raise SweepError(str(e)) from None
+      configs.append(config)
     except SweepError as e:
       errors.append(f'{where}: {e}')
       configs.append(None)
@@ -323,17 +329,10 @@ def validate(sweep: Sweep) -> list[ml_collections.ConfigDict]:
   return configs
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if isinstance(tree, dict):
-    return {k: v for key, sub in tree.items() for k, v in _flatten(sub, f'{prefix}{key}.').items()}
-  return {prefix[:-1]: tree}
-
-
-# Fields a finished point may differ in: the runner sets the workdir, a run asked for more epochs
-# resumes its checkpoint along the same trajectory, and where the arrays are cached (another
-# machine's path) or how many loader processes read them changes no number; a run never reads
-# `pretrain_root` (crossval's pre-training points take their corpus.root from it).
-_NOT_COMPARED = ('workdir', 'train.num_epochs', 'data.data_dir', 'data.num_workers', 'pretrain_root')
+def _schema():
+  """emojax.schema, imported on first use: it imports the models (JAX), which listing a sweep does not need."""
+  from emojax import schema as module  # pylint: disable=import-outside-toplevel
+  return module
 
 
 def _fields_read(model_name: str) -> tuple[str, ...] | None:
@@ -343,20 +342,19 @@ def _fields_read(model_name: str) -> tuple[str, ...] | None:
 
 
 def stale_points(sweep: Sweep) -> list[str]:
-  """Points whose workdir holds a run of another config (its config.json differs on a shared field,
-  fields added or removed since are ignored)."""
+  """Points whose workdir holds a run of another config: its config.json differs in a field that changes the
+  result (the rule a resumed run follows, `schema.result_changes`)."""
   stale = []
   for point, config in builtins.zip(sweep.points, sweep.configs):
     path = os.path.join(sweep.point_dir(point), 'config.json')
     if not os.path.exists(path):
       continue
     with open(path) as f:
-      recorded = _flatten(json.load(f))
-    expected = _flatten(json.loads(config.to_json()))
+      recorded = _schema().flatten(_schema().upgrade(json.load(f)))
+    expected = _schema().flatten(json.loads(config.to_json()))
     read = _fields_read(config.model.name)
-    differ = [k for k in sorted(set(recorded) & set(expected))
-              if k not in _NOT_COMPARED and recorded[k] != expected[k] and (read is None or k in read
-                                                                           or k.startswith('corpus.'))]
+    differ = [k for k in _schema().result_changes(recorded, expected)
+              if read is None or k in read or k.startswith('corpus.')]
     if differ:
       stale.append(f'{point.name}: ' + ', '.join(f'{k} {recorded[k]!r} there, {expected[k]!r} now' for k in differ[:4])
                    + (' ...' if len(differ) > 4 else ''))

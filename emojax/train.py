@@ -22,7 +22,7 @@ from flax.training import train_state
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from emojax import checkpoints, features, files, metrics, objectives
+from emojax import checkpoints, files, metrics, objectives
 
 if TYPE_CHECKING:
   from emojax import loader
@@ -38,12 +38,12 @@ SCHEDULES = ('constant', 'cosine')
 def learning_rate(optim: ml_collections.ConfigDict, total_steps: int, steps_per_epoch: int) -> float | optax.Schedule:
   """The constant rate, or (schedule='cosine') a linear warmup over `warmup_epochs` to the rate, then a
   cosine decay to zero at `total_steps`."""
-  schedule = optim.get('schedule', 'constant')
+  schedule = optim.schedule
   if schedule not in SCHEDULES:
     raise ValueError(f'Unknown optim.schedule {schedule!r}; expected one of {list(SCHEDULES)}.')
   if schedule == 'constant':
     return optim.learning_rate
-  warmup = int(round(optim.get('warmup_epochs', 0.0) * steps_per_epoch))
+  warmup = int(round(optim.warmup_epochs * steps_per_epoch))
   return optax.warmup_cosine_decay_schedule(0.0, optim.learning_rate, warmup_steps=warmup,
                                             decay_steps=max(total_steps, warmup + 1))
 
@@ -326,40 +326,6 @@ def _describe(result: dict[str, Any], side: str = 'test') -> str:
   return (f"{side} audio->video recall@1 {result['recall_at_1']:.4f} (chance {result['chance_at_1']:.4f}), "
           f"recall@5 {result['recall_at_5']:.4f}, distance positive {result['distance_positive']:.3f} "
           f"vs negative {result['distance_negative']:.3f}")
-
-
-class InvalidConfig(ValueError):
-  """A run config that cannot work."""
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises InvalidConfig naming the fields that cannot work (training numbers, the model name, the
-  feature sizes), before any data is built."""
-  try:
-    features.spec_from_config(config)
-  except ValueError as e:
-    raise InvalidConfig(str(e)) from None
-  from emojax import baselines, loader, models  # pylint: disable=import-outside-toplevel,redefined-outer-name
-  tc, oc, dc = config.train, config.optim, config.data
-  functionals = dc.get('functionals', '')
-  problems = [f'{name} must be {rule}, got {value!r}' for name, value, ok, rule in (
-      ('data.functionals', functionals, functionals in loader.FUNCTIONALS, f'one of {loader.FUNCTIONALS}'),
-      ('data.functionals', functionals, not functionals or models.reads_functionals(config.model.name),
-       f'empty for model {config.model.name!r} (only {", ".join(models.FUNCTIONALS_MODELS)} read functionals)'),
-      ('data.functionals', functionals, not functionals or dc.variant in baselines.WHOLE_UTTERANCE,
-       f'empty for the clip variant {dc.variant!r} (functionals describe whole utterances: ds1, ds3)'),
-      ('data.augment.freq_warp', dc.augment.get('freq_warp', 0.0), 0 <= dc.augment.get('freq_warp', 0.0) < 0.5,
-       'in [0, 0.5)'),
-      ('data.augment.freq_warp', dc.augment.get('freq_warp', 0.0), not dc.augment.get('freq_warp', 0.0)
-       or dc.frontend == 'logmel', "0 for the front end 'faithful' (it warps log-mel rows)"),
-      ('train.num_epochs', tc.num_epochs, tc.num_epochs >= 1, '>= 1'),
-      ('train.batch_size', tc.batch_size, tc.batch_size >= 1, '>= 1'),
-      ('train.max_bad_steps', tc.max_bad_steps, tc.max_bad_steps >= 1, '>= 1'),
-      ('train.keep_checkpoints', tc.keep_checkpoints, tc.keep_checkpoints >= 1, '>= 1'),
-      ('optim.learning_rate', oc.learning_rate, oc.learning_rate > 0, '> 0'),
-      ('optim.weight_decay', oc.weight_decay, oc.weight_decay >= 0, '>= 0')) if not ok]
-  if problems:
-    raise InvalidConfig('Invalid config: ' + '; '.join(problems) + '.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -10,17 +10,11 @@ from typing import Any
 
 import ml_collections
 
-from emojax import files
+from emojax import files, schema
 
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CHANGES_FILE = 'config_changes.jsonl'  # one line per accepted change of a resumed run's config
-# Fields that may change when a run resumes: they do not change what the run computes (cadence of
-# logs and checkpoints, loader workers, speed-only kernel choices, a sweep's field no run reads) or are how
-# a resume is asked for.
-RESUMABLE = ('train.checkpoint_every_steps', 'train.keep_checkpoints', 'train.log_every_steps', 'data.num_workers',
-             'model.conv_impl', 'model.pool_impl', 'model.rnn_unroll', 'workdir', 'eval_only', 'allow_changes',
-             'pretrain_root')
 
 
 class WorkdirBusy(RuntimeError):
@@ -69,27 +63,20 @@ class Lock:
     self._file.close()
 
 
-def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  if isinstance(tree, dict):
-    return {k: v for key, value in tree.items() for k, v in _flatten(value, f'{prefix}{key}.').items()}
-  return {prefix[:-1]: tree}
-
-
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
   """Compares `config` with the config.json of a run already in `workdir` (nothing to compare when
   there is none) and returns the accepted changes, each as text; they are appended to
-  config_changes.jsonl. Growing train.num_epochs extends the run; fields in RESUMABLE or in
-  config.allow_changes may change; any other difference raises ConfigChanged listing them all."""
+  config_changes.jsonl. Fields that do not change the result (`schema.result_changes`: log and checkpoint
+  cadence, speed-only choices, more epochs) or that config.allow_changes names may change; any other
+  difference raises ConfigChanged listing them all."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    recorded = _flatten(json.load(f))
-  current = _flatten(json.loads(config.to_json()))
-  allowed = set(RESUMABLE) | set(config.get('allow_changes', ()))
+    recorded = schema.flatten(schema.upgrade(json.load(f)))
+  current = schema.flatten(json.loads(config.to_json()))
   differ = [k for k in sorted(set(recorded) & set(current)) if recorded[k] != current[k]]
-  refused = [k for k in differ if k not in allowed and not (
-      k == 'train.num_epochs' and current[k] > recorded[k])]
+  refused = [k for k in schema.result_changes(recorded, current) if k not in config.allow_changes]
   if refused:
     lines = '\n  '.join(f'{k}: {recorded[k]!r} in {path}, {current[k]!r} now' for k in refused)
     raise ConfigChanged(

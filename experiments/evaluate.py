@@ -4,7 +4,7 @@ r"""Scores trained workdirs' models on every labelled recording of a corpus: cro
   python -m experiments.evaluate --workdir=W1 --workdir=W2 --corpus=emodb --root=/path/to/emodb --out=results/cross
 
 Only the recordings whose emotion is one of a model's classes are scored, each from its file as
-experiments.predict scores it (windows of the run's clip length, --window_seconds to change), and the
+experiments.predict scores it (as its training run treated an utterance, --window_seconds to cut windows), and the
 answer is the most probable of the classes the corpus has: a model trained on Emo-DB's 7 emotions is
 scored on RAVDESS's angry, disgust, fearful, happy, neutral and sad clips, and boredom is never an answer.
 A speaker-normalised model takes each speaker's statistics from that speaker's scored recordings.
@@ -29,8 +29,8 @@ _CORPUS = flags.DEFINE_enum('corpus', None, sorted(set(corpora.READERS) - {'synt
                             'the models on.', required=True)
 _ROOT = flags.DEFINE_string('root', None, 'Folder of that corpus (docs/corpora.md).', required=True)
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint of each workdir.')
-_WINDOW = flags.DEFINE_float('window_seconds', None, 'Window length for recordings longer than one (default: each '
-                             'run\'s data.clip_seconds).')
+_WINDOW = flags.DEFINE_float('window_seconds', None, 'Cut recordings longer than this into half-overlapping '
+                             'windows (default: each recording as its run\'s training treated an utterance).')
 _OUT = flags.DEFINE_string('out', None, 'Folder for report.md, report.json and the confusion matrices.')
 
 
@@ -39,8 +39,8 @@ def score(workdir: str) -> dict:
   corpus_config = predictor.config.corpus.copy_and_resolve_references()  # the reader's options as trained
   corpus_config.name, corpus_config.root = _CORPUS.value, _ROOT.value
   print(f'\n{workdir}: {predictor.config.model.name} trained on {predictor.config.corpus.name}, '
-        f'{predictor.checkpoint}; normalisation {predictor.config.data.normalize}; windows of '
-        f'{predictor.window_seconds:g} s.')
+        f'{predictor.checkpoint}; normalisation {predictor.config.data.normalize}; '
+        f'{predictor.describe_windows()}.')
   result = inference.score_corpus(predictor, corpora.get_corpus(corpus_config))
   print(f"  {result['count']} recordings of {', '.join(result['scored_classes'])} (left out: "
         f"{result['left_out'] or 'none'}): accuracy {result['accuracy']:.4f}, unweighted "

@@ -7,8 +7,10 @@ r"""Predicts the emotion of recordings with a trained workdir's model.
 The workdir's config.json gives the model, the front end and the clip length; its best checkpoint
 (picked on validation speakers; --checkpoint=latest for the last one) gives the weights. Files: wav,
 flac, ogg, mp3 and the audio tracks of mp4, avi, flv, mov, mkv, webm (face video too for video3d and
-fusion); folders are walked. A recording longer than one clip is scored in half-overlapping windows
-and its probabilities are their mean. A file that cannot be used gets its error in the output; the
+fusion); folders are walked. Each recording is treated as the run's training treated an utterance
+(the same code, emojax.features.recording_examples): whole for full-utterance models (data.variant ds1,
+ds3), else cut into the run's clips; its probabilities are the mean over its clips (--window_seconds cuts
+long recordings into half-overlapping windows first). A file that cannot be used gets its error in the output; the
 others go on. Speaker-normalised models (data.normalize=speaker) compute each speaker's statistics
 from every file of that speaker: --speakers=folder (each folder one speaker, the default) or one (all
 files one speaker), or --speaker_stats=FILE.npz (saved earlier with --save_speaker_stats).
@@ -32,9 +34,9 @@ _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here: .csv (one row per file) or .json (with '
                               'every window).')
 _PLOT = flags.DEFINE_string('plot', None, 'Folder for one PNG per file: class probabilities over time.')
-_WINDOW = flags.DEFINE_float('window_seconds', None, 'Window length for long recordings (default: the run\'s '
-                             'data.clip_seconds). Full-utterance models (data.variant ds1/ds3) should get their '
-                             'training files\' typical length, e.g. 2 for the Emo-DB copy cut to 2 s.')
+_WINDOW = flags.DEFINE_float('window_seconds', None, 'Cut recordings longer than this into half-overlapping '
+                             'windows, each treated as training treated an utterance (default: no windows, each '
+                             'recording whole or in the run\'s clips, as in training).')
 _SPEAKERS = flags.DEFINE_enum('speakers', 'folder', ['folder', 'one'], 'Speaker-normalised models: which files '
                               'share a speaker (their statistics are computed together).')
 _SPEAKER_STATS = flags.DEFINE_string('speaker_stats', None, 'Speaker-normalised models: a .npz of one speaker\'s '
@@ -98,7 +100,7 @@ def main(argv):
   except (FileNotFoundError, ValueError, checkpoints.DamagedCheckpoint) as e:
     fail(e)
   print(f'Model {predictor.config.model.name} from {predictor.checkpoint}; classes {", ".join(predictor.class_names)}; '
-        f'windows of {predictor.window_seconds:g} s; normalisation {predictor.config.data.normalize}'
+        f'{predictor.describe_windows()}; normalisation {predictor.config.data.normalize}'
         + (f'; averaged with the baseline {scorer.baseline.name} of {_FUSE_WITH.value}.' if _FUSE_WITH.value else '.'))
   stats = None
   if _SPEAKER_STATS.value:

@@ -34,7 +34,7 @@ if __name__ == '__main__':
 from absl import app, flags
 from ml_collections import config_flags
 
-from emojax import arrays, corpora, features, splits
+from emojax import arrays, corpora, features, schema, splits
 from experiments import fail
 from experiments.configs import resolve_config_path
 
@@ -47,9 +47,10 @@ def main(argv):
   del argv
   config = _CONFIG.value
   try:
+    schema.validate(config)
     built = arrays.build(corpora.get_corpus(config.corpus), features.spec_from_config(config), config.data.data_dir,
                          corpus_key=corpora.corpus_key(config.corpus), utterances_per_shard=_SHARD.value)
-  except arrays.UnusableCorpus as e:
+  except (schema.InvalidConfig, arrays.UnusableCorpus) as e:
     fail(e)
   arrays.print_manifest(built.manifest, built.directory)
 

@@ -25,7 +25,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from emojax import arrays, baselines, checkpoints, loader, models, train, workdirs
+from emojax import arrays, baselines, checkpoints, loader, models, schema, train, workdirs
 from experiments import fail
 from experiments.configs import resolve_config_path
 
@@ -56,6 +56,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every checkpoint at INFO
   start_processes()
   config = _CONFIG.value
+  try:  # every field, before anything is built or written
+    schema.validate(config)
+  except schema.InvalidConfig as e:
+    fail(e)
   workdir = _WORKDIR.value or config.workdir
   os.makedirs(workdir, exist_ok=True)
   if config.eval_only:  # reads the workdir only: no lock
@@ -65,7 +69,7 @@ def main(argv):
   try:
     with workdirs.Lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       train_or_fit(config, workdir)
-  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged, train.InvalidConfig,
+  except (workdirs.WorkdirBusy, workdirs.ConfigChanged, train.Diverged,
           checkpoints.DamagedCheckpoint, arrays.UnusableCorpus) as e:
     fail(e)
 
@@ -91,7 +95,6 @@ def train_or_fit(config, workdir: str) -> None:
       print(f"  {summary['best']['description']}.")
     print(f'  summary:     {os.path.abspath(os.path.join(workdir, "summary.json"))}')
     return
-  train.check_config(config)  # an unknown model, bad sizes or numbers: an error now, not after the build
   # A resumed run keeps its identity: a changed field stops here, before any work, unless allowed.
   for change in workdirs.check_config(workdir, config):
     print(f'Resuming with a changed config: {change}')

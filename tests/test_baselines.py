@@ -127,13 +127,13 @@ def test_hybrid_networks_read_each_utterances_functionals_standardised(tmp_path,
 
 
 def test_functionals_need_an_audio_model_and_whole_utterances(tmp_path):
-  from emojax import train
+  from emojax import schema
   for field, value, message in (('data.functionals', 'opensmile', "data.functionals must be one of"),
                                 ('data.variant', 'ds2', 'empty for the clip variant'),
                                 ('model.name', 'video3d', "empty for model 'video3d'")):
     config = _config(tmp_path, functionals='egemaps')
     section, name = field.split('.')
     config[section][name] = value
-    with pytest.raises(train.InvalidConfig, match=message):
-      train.check_config(config)
+    with pytest.raises(schema.InvalidConfig, match=message):
+      schema.validate(config)
   assert not os.path.exists(tmp_path / 'arrays')

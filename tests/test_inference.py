@@ -100,12 +100,16 @@ def test_api_and_cli_reproduce_the_run_s_own_test_predictions(emodb_run, tmp_pat
   assert bad.returncode == 2 and 'must end in .csv or .json' in bad.stderr
 
 
-def test_long_recordings_are_scored_in_half_overlapping_windows(emodb_run):
+def test_long_recordings_are_scored_whole_by_default_or_in_half_overlapping_windows(emodb_run):
   workdir, root = emodb_run
-  predictor = inference.Predictor.from_workdir(workdir, 'latest')
+  whole = inference.Predictor.from_workdir(workdir, 'latest')
+  assert whole.config.data.variant == 'ds1'  # a full-utterance model: trained on each utterance whole
   wave, sr = sf.read(sorted(glob.glob(os.path.join(root, 'wav', '*.wav')))[0], dtype='float32')
-  seconds = predictor.window_seconds
+  seconds = whole.config.data.clip_seconds
   long = np.tile(wave, int(np.ceil(2.3 * seconds * sr / len(wave))))[:int(2.3 * seconds * sr)]
+  by_default = whole.predict((long, sr))
+  assert list(by_default.window_starts) == [0.0] and by_default.window_seconds == pytest.approx(2.3 * seconds, 1e-4)
+  predictor = inference.Predictor.from_workdir(workdir, 'latest', window_seconds=seconds)
   result = predictor.predict((long, sr))
   np.testing.assert_allclose(result.window_starts, [0, seconds / 2, seconds, 1.3 * seconds], atol=1e-3)
   np.testing.assert_allclose(result.probabilities, result.window_probabilities.mean(axis=0), rtol=1e-6)
@@ -304,3 +308,48 @@ def test_a_baseline_run_saves_a_model_that_reproduces_its_test_probabilities_and
   sf.write(short, np.full(800, 0.1), 16000)
   [refused] = inference.FusedPredictor(predictor, baseline).predict_files([str(short)], progress=False)
   assert refused.error and refused.probabilities is None
+
+
+def _build_arrays(corpus, utt, spec):
+  """The arrays the build stores for one utterance (what the training run reads)."""
+  import collections  # pylint: disable=import-outside-toplevel
+  from emojax import features  # pylint: disable=import-outside-toplevel
+  return [{k: x[k] for k in ('audio', 'video') if k in x}
+          for x in features.utterance_examples(corpus, utt, spec, collections.Counter())]
+
+
+def test_prediction_treats_a_recording_exactly_as_the_build_treats_an_utterance():
+  """One feature path: the build's arrays of an utterance and the predictor's inputs of the same recording are
+  equal, array for array, for short and long recordings, whole-utterance (ds1) and clip (ds2) variants, audio
+  and face video (a real CREMA-D clip: frames held, not stretched, past the video's end)."""
+  import types  # pylint: disable=import-outside-toplevel
+  from emojax.corpora.base import Utterance  # pylint: disable=import-outside-toplevel
+  from emojax.corpora.cremad import CremadCorpus  # pylint: disable=import-outside-toplevel
+  wave, sr = audio.load_waveform(_real('ravdess/Actor_01/*.flac')[0])
+  assert len(wave) / sr > 3.0  # longer than a clip: the RAVDESS case the default used to cut into windows
+  for variant, recording in (('ds1', wave), ('ds1', wave[:sr // 2]), ('ds2', np.tile(wave, 3)[:6 * sr]),
+                             ('ds2', wave[:3 * sr])):
+    config = emodb.get_config('smoke,spectrogram')
+    config.data.variant = variant
+    predictor = inference.Predictor(config, {}, ('hap', 'sad', 'ang', 'neu'))
+    corpus = types.SimpleNamespace(load_audio=lambda utt, w=recording: (w, sr))
+    built = _build_arrays(corpus, Utterance(id='u', speaker='s', group='s', label='hap'), predictor.spec)
+    inputs, starts, _ = predictor.windows((recording, sr))
+    assert len(inputs) == len(built) == (2 if variant == 'ds2' and len(recording) == 6 * sr else 1)
+    for mine, theirs in zip(inputs, built):
+      np.testing.assert_array_equal(mine['audio'], theirs['audio'])
+    assert list(starts) == [3.0 * i for i in range(len(inputs))] if variant == 'ds2' else [0.0]
+
+  flv = _real('crema-d-sample/VideoFlash/*.flv')[0]
+  corpus = CremadCorpus(os.path.dirname(os.path.dirname(flv)))
+  [utt] = [u for u in corpus.utterances() if isinstance(u, Utterance) and u.video_path == flv]
+  for variant in ('ds1', 'ds2'):  # ds2: the 2-s clip is shorter than the 3-s clip, so its last frame is held
+    config = fusion.get_config('smoke')
+    config.data.variant = variant
+    predictor = inference.Predictor(config, {}, ('hap', 'sad', 'ang', 'neu'))
+    built = _build_arrays(corpus, utt, predictor.spec)
+    inputs, _, _ = predictor.windows(flv)
+    assert len(inputs) == len(built) == 1
+    np.testing.assert_array_equal(inputs[0]['video'], built[0]['video'])
+    if variant == 'ds1':  # ds2 pads the short audio with noise seeded by the utterance id, or by the samples
+      np.testing.assert_array_equal(inputs[0]['audio'], built[0]['audio'])

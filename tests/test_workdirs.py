@@ -85,9 +85,9 @@ def test_divergence_stops_the_run_with_consistent_steps_and_nothing_saved(tmp_pa
 
 
 def test_a_config_that_cannot_work_stops_before_any_data_is_built(tmp_path):
-  from emojax import train
+  from emojax import schema
   from experiments.configs import cnn
-  for field, value, message in (('model.name', 'foo', "Unknown model 'foo'"),
+  for field, value, message in (('model.name', 'foo', "model.name must be one of"),
                                 ('train.num_epochs', 0, 'train.num_epochs must be >= 1, got 0'),
                                 ('data.audio_size', (64,), 'data.audio_size must be (height, width)'),
                                 ('optim.learning_rate', -0.1, 'optim.learning_rate must be > 0'),
@@ -99,8 +99,8 @@ def test_a_config_that_cannot_work_stops_before_any_data_is_built(tmp_path):
     for part in sections:
       section = section[part]
     section[name] = value
-    with pytest.raises(train.InvalidConfig, match=re.escape(message)):
-      train.check_config(config)
+    with pytest.raises(schema.InvalidConfig, match=re.escape(message)):
+      schema.validate(config)
   done = _run('--config=configs/cnn.py:smoke', f'--workdir={tmp_path / "w"}', f'--config.data.data_dir={tmp_path / "a"}',
               '--config.train.num_epochs=0')
   assert done.returncode == 2 and 'Error: Invalid config: train.num_epochs must be >= 1' in done.stderr

@@ -35,6 +35,8 @@ MODELS = {
 INPUTS = {'cnn': ('audio',), 'cnn_rnn': ('audio',), 'cnn_lstm': ('audio',), 'video3d': ('video',),
           'fusion': ('audio', 'video')}
 FUNCTIONALS_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')  # the models that can also read per-utterance functionals
+AUDIO_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')  # fusion's audio branch (`audio_model`)
+RECURRENT_FIELDS = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan', 'rnn_unroll', 'pooling')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Module fields that are not hyper-parameters of the config's `model` section: set by get_model or by the name.
 _NOT_OPTIONS = ('parent', 'name', 'num_classes', 'cell', 'plan')
@@ -84,6 +86,15 @@ def reads_video(name: str) -> bool:
 def reads_functionals(name: str) -> bool:
   """Whether the model `name` can read per-utterance functionals beside its spectrogram (`data.functionals`)."""
   return name in FUNCTIONALS_MODELS
+
+
+def fields_read(model_config) -> tuple[str, ...]:
+  """The fields of a config's `model` section that its model reads (fusion with a CNN audio branch reads no
+  recurrent field)."""
+  read = FIELDS[model_config.name]
+  if model_config.name == 'fusion' and model_config.audio_model == 'cnn':
+    read = tuple(k for k in read if k not in RECURRENT_FIELDS)
+  return read
 
 
 def options(model_config) -> dict:

@@ -28,6 +28,7 @@ class Fusion(nn.Module):
   embed_dim: int = 64
   time_scan: bool = True
   rnn_unroll: int = 1
+  pooling: str = 'last'  # the recurrent audio branch's pooling over time
   dtype: Any = jnp.float32
   plan: kernels.Plan = kernels.Plan()
 
@@ -40,7 +41,7 @@ class Fusion(nn.Module):
       self.audio_encoder = AudioRecurrent(
           cell=self.audio_model[4:], rnn_dropout=self.rnn_dropout, rnn_hidden=self.rnn_hidden,
           rnn_layers=self.rnn_layers, time_scan=self.time_scan,
-          rnn_unroll=self.rnn_unroll, **common)
+          rnn_unroll=self.rnn_unroll, pooling=self.pooling, **common)
     else:
       raise ValueError(f"Unknown audio model {self.audio_model!r}; expected 'cnn', 'cnn_rnn' or 'cnn_lstm'.")
     self.video_encoder = Video3D(**common)

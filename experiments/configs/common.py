@@ -138,7 +138,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
     c.data.video_size = (48, 64)
     c.data.num_test_speakers = 1
     c.model.width = 0.25
-    c.model.rnn_hidden = 16
+    if model in ('cnn_rnn', 'cnn_lstm', 'fusion'):  # the models with a recurrent layer
+      c.model.rnn_hidden = 16
     c.train.batch_size = 8
     c.train.num_epochs = 2
     c.train.checkpoint_every_steps = 2

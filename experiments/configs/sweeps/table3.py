@@ -45,7 +45,9 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   chosen = common.presets(arg, PRESETS)
   if 'smoke' in chosen:
-    return sweeps.product(sweeps.values('model.name', ['cnn', 'cnn_rnn']), sweeps.options('augment', AUGMENT))
+    # The smoke preset's recurrent size, which the base (cnn) config does not carry.
+    smoke_models = {'cnn': {'model.name': 'cnn'}, 'cnn_rnn': {'model.name': 'cnn_rnn', 'model.rnn_hidden': 16}}
+    return sweeps.product(sweeps.options('model.name', smoke_models), sweeps.options('augment', AUGMENT))
   models = AUDIO_MODELS if chosen & {'emodb', 'ravdess'} else AUDIO_MODELS + ('fusion',)
   return sweeps.product(sweeps.values('model.name', models), sweeps.options('augment', AUGMENT),
                         sweeps.values('data.class_set', ['4class', '3class']), sweeps.seeds(3))
