@@ -100,7 +100,7 @@ def spec_from_config(config) -> FeatureSpec:
   return FeatureSpec(
       variant=dc.variant, frontend=dc.frontend, audio_size=tuple(dc.audio_size),
       mel_bands=dc.mel_bands, clip_seconds=dc.clip_seconds,
-      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model.name),
+      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model),
       video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop=dc.video_crop,
       augment_copies=dc.augment_copies, augment_level_db=dc.augment_level_db)
 

@@ -80,7 +80,7 @@ class Predictor:
     self.class_names = tuple(class_names)
     self.checkpoint = checkpoint
     self.spec = dataclasses.replace(features.spec_from_config(config), augment_copies=0)
-    self.reads_video = models.reads_video(config.model.name)
+    self.reads_video = models.reads_video(config.model)
     self.model = None  # built on the first batch, its kernels tuned to that batch's shapes (forward only)
     self.variables = variables
     # None: each recording is treated as training treated an utterance; else longer ones are cut into windows.

@@ -16,7 +16,7 @@ import grain
 import jax
 import numpy as np
 
-from emojax import arrays, audio, baselines, corpora, features, files, splits
+from emojax import arrays, audio, baselines, corpora, features, files, models, splits, visual_features
 from emojax.corpora.base import Utterance
 
 # The arrays a step consumes; the text fields stay on the host.
@@ -33,6 +33,7 @@ NORMALIZE = ('none', 'utterance', 'speaker')
 # side's mean and std (written to the workdir's FUNCTIONALS_FILE, so a predictor applies the same scale).
 FUNCTIONALS = ('', 'egemaps', 'mfcc')
 FUNCTIONALS_FILE = 'functionals.json'
+VISUAL_FILE = 'visual.json'  # the visual features' training-side scale, as FUNCTIONALS_FILE
 _MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
 
 
@@ -85,16 +86,49 @@ def utterance_functionals(config, corpus, examples: Sequence[dict[str, Any]],
   if errors:
     raise ValueError(f'data.functionals={dc.functionals!r}: no features for {len(errors)} utterance(s) the arrays '
                      f'hold, e.g. {dict(list(errors.items())[:3])}')
-  row_of = {item.id: i for i, item in enumerate(items)}
-  scale: dict[str, Any] = {'kind': dc.functionals, 'variant': dc.variant, 'normalize': dc.normalize}
-  if dc.normalize == 'speaker':
-    x = baselines.standardise_per_speaker(x, [item.speaker for item in items])
+  x, scale = _standardised(x, [item.id for item in items], [item.speaker for item in items], examples,
+                           train_indices, dc.normalize)
+  return x, {'kind': dc.functionals, 'variant': dc.variant, **scale}
+
+
+def _standardised(x: np.ndarray, ids: Sequence[str], speakers: Sequence[str], examples: Sequence[dict[str, Any]],
+                  train_indices: Sequence[int], normalize: str) -> tuple[np.ndarray, dict[str, Any]]:
+  """(records, F) rows of per-utterance vectors `x` (one row per utterance id), standardised per speaker
+  (normalize='speaker') or by the training side's utterances' mean and std; and how (the scale to save)."""
+  row_of = {utterance: i for i, utterance in enumerate(ids)}
+  scale: dict[str, Any] = {'normalize': normalize}
+  if normalize == 'speaker':
+    x = baselines.standardise_per_speaker(x, list(speakers))
   else:
     train_rows = sorted({row_of[examples[i]['utterance']] for i in train_indices})
     mean, std = baselines.feature_scale(x[train_rows])
     x = (x - mean) / std
     scale.update(mean=mean.tolist(), std=std.tolist())
   return x[[row_of[e['utterance']] for e in examples]].astype(np.float32), scale
+
+
+def utterance_visual(config, examples: Sequence[dict[str, Any]],
+                     train_indices: Sequence[int]) -> tuple[np.ndarray, dict[str, Any]]:
+  """((records, D) standardised visual features of each record's utterance, how they were standardised): the
+  rows of `corpus.visual_features` (sequences summarised per clip), paired with the corpus's utterances."""
+  path = config.corpus.visual_features
+  table = visual_features.to_vectors(visual_features.load(path))
+  by_utterance = {}
+  for e in examples:
+    by_utterance.setdefault(e['utterance'], e['speaker'])
+  rows, missing = [], []
+  for utterance in by_utterance:
+    row = visual_features.lookup(table, config.corpus.name, utterance)
+    if row is None:
+      missing.append(utterance)
+    rows.append(row)
+  if missing:
+    reasons = {u: table.errors.get(visual_features.key_for(config.corpus.name, u), 'no row') for u in missing[:3]}
+    raise ValueError(f'corpus.visual_features={path!r}: {len(missing)} of the {len(by_utterance)} utterances the '
+                     f'arrays hold have no visual features, e.g. {reasons}')
+  x, scale = _standardised(np.stack(rows).astype(np.float64), list(by_utterance), list(by_utterance.values()),
+                           examples, train_indices, config.data.normalize)
+  return x, {'source': os.path.abspath(path), 'names': list(table.names), **scale}
 
 
 def time_windows(batch: dict[str, Any], crop_frames: int, count: int) -> Iterator[dict[str, Any]]:
@@ -132,7 +166,8 @@ class _Lookup:
   Picklable for Grain workers."""
 
   def __init__(self, source: Any, speakers: dict[str, int] | None = None, normalize: str = 'none',
-               speaker_stats: dict[str, np.ndarray] | None = None, functionals: np.ndarray | None = None):
+               speaker_stats: dict[str, np.ndarray] | None = None, functionals: np.ndarray | None = None,
+               visual: np.ndarray | None = None):
     if normalize not in NORMALIZE:
       raise ValueError(f'Unknown normalisation {normalize!r}; expected one of {list(NORMALIZE)}.')
     if normalize == 'speaker' and speaker_stats is None:
@@ -142,6 +177,7 @@ class _Lookup:
     self.normalize = normalize
     self.speaker_stats = speaker_stats
     self.functionals = functionals
+    self.visual = visual
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     record = self.source[int(index)]
@@ -151,6 +187,8 @@ class _Lookup:
       element['audio'] = standardize(element['audio'], self.normalize, stats)
     if self.functionals is not None:
       element['functionals'] = self.functionals[int(index)]
+    if self.visual is not None:
+      element['visual'] = self.visual[int(index)]
     if self.speakers is not None:
       element['speaker'] = np.int32(self.speakers[_text(record['speaker'])])
     return element
@@ -249,6 +287,7 @@ class Split:
   normalize: str = 'none'  # one of NORMALIZE
   speaker_stats: dict[str, np.ndarray] | None = None  # for normalize='speaker'
   functionals: np.ndarray | None = None  # (records, F): each record's standardised functionals (data.functionals)
+  visual: np.ndarray | None = None  # (records, D): each record's standardised visual features (corpus.visual_features)
   # Time crops of the audio spectrogram (0: the whole image): training reads one random window of
   # crop_frames columns per example, evaluation averages `test_crops` evenly spaced windows (`windows`).
   crop_frames: int = 0
@@ -258,7 +297,7 @@ class Split:
     return len(self.indices)
 
   def _lookup(self) -> _Lookup:
-    return _Lookup(self.source, self.speakers, self.normalize, self.speaker_stats, self.functionals)
+    return _Lookup(self.source, self.speakers, self.normalize, self.speaker_stats, self.functionals, self.visual)
 
   def _iterate(self, dataset: grain.MapDataset) -> Iterator[dict[str, np.ndarray]]:
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
@@ -335,8 +374,6 @@ def load_data(config, workdir: str | None = None) -> Data:
   The split (with utterance ids) is written to `<workdir>/split.json`.
   """
   dc = config.data
-  if dc.normalize not in NORMALIZE:
-    raise ValueError(f'Unknown data.normalize {dc.normalize!r}; expected one of {list(NORMALIZE)}.')
   corpus = corpora.get_corpus(config.corpus)
   spec = features.spec_from_config(config)
   built = arrays.build(corpus, spec, dc.data_dir, corpus_key=corpora.corpus_key(config.corpus))
@@ -357,13 +394,17 @@ def load_data(config, workdir: str | None = None) -> Data:
     speakers = {name: i for i, name in enumerate(sorted({e['speaker'] for e in built.examples}))}
   augment = Augment(**dc.augment.to_dict(), mel_bands=dc.mel_bands)
   source = in_memory(built.source)
-  functionals = None
-  if dc.get('functionals'):
+  functionals = visual = None
+  if dc.functionals:
     functionals, scale = utterance_functionals(config, corpus, built.examples, train_indices)
     if workdir and jax.process_index() == 0:
       files.write_json(os.path.join(workdir, FUNCTIONALS_FILE), scale)
+  if 'visual' in models.inputs_of(config.model):
+    visual, scale = utterance_visual(config, built.examples, train_indices)
+    if workdir and jax.process_index() == 0:
+      files.write_json(os.path.join(workdir, VISUAL_FILE), scale)
   common = {'speakers': speakers, 'normalize': dc.normalize, 'crop_frames': dc.crop_frames,
-            'test_crops': dc.test_crops, 'functionals': functionals, **shard,
+            'test_crops': dc.test_crops, 'functionals': functionals, 'visual': visual, **shard,
             'speaker_stats': speaker_statistics(source, built.examples) if dc.normalize == 'speaker' else None}
   validation = Split(source, split['validation'], **common) if split['validation'] else None
   return Data(class_names=built.class_names, train=Split(source, train_indices, augment=augment, **common),

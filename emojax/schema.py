@@ -108,6 +108,7 @@ FIELDS: dict[str, Rule] = {
     'corpus.root': text(),
     'corpus.iemocap_audio_source': one_of('sentences', 'dialog'),
     'corpus.ravdess_keep_song': boolean(),
+    'corpus.visual_features': text(),
     'corpus.synthetic.num_speakers': integer(2),
     'corpus.synthetic.utterances_per_emotion': integer(1),
     'corpus.synthetic.seconds': number(features.MIN_SECONDS),
@@ -158,6 +159,8 @@ FIELDS: dict[str, Rule] = {
     'model.time_scan': boolean(),
     'model.rnn_unroll': integer(1),
     'model.audio_model': one_of(*models.AUDIO_MODELS),
+    'model.visual': one_of('frames', 'features'),
+    'model.visual_hidden': integer(1),
     'model.dtype': one_of(*models.DTYPES),
     'model.conv_impl': one_of('fast', *kernels.CONV_IMPLS),
     'model.pool_impl': one_of('fast', *kernels.POOL_IMPLS),
@@ -236,6 +239,15 @@ def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
   if dc.crop_frames > dc.audio_size[1]:
     problems.append(f'data.crop_frames must be at most the spectrogram width data.audio_size[1] = '
                     f'{dc.audio_size[1]}, got {dc.crop_frames}')
+  reads_visual = network and 'visual' in models.inputs_of(mc)
+  if reads_visual and not config.corpus.visual_features:
+    problems.append(f'corpus.visual_features must name the visual features (a .csv table or a folder of OpenFace '
+                    f'CSVs) for model {mc.name!r}' + (" with model.visual='features'" if mc.name == 'fusion' else ''))
+  elif config.corpus.visual_features and not os.path.exists(config.corpus.visual_features):
+    problems.append(f'corpus.visual_features {config.corpus.visual_features!r} does not exist')
+  elif config.corpus.visual_features and network and not reads_visual:
+    problems.append(f'corpus.visual_features is not read by model {mc.name!r}'
+                    + (" with model.visual='frames'" if mc.name == 'fusion' else '') + ': leave it empty')
   if config.objective == 'contrastive' and mc.name != 'fusion':
     problems.append(f"objective 'contrastive' pre-trains fusion's two encoders: model.name must be 'fusion', "
                     f'got {mc.name!r}')
@@ -293,6 +305,9 @@ ADDED = {
     'data.augment.freq_warp': 0.0,
     'optim.schedule': 'constant',
     'optim.warmup_epochs': 0.0,
+    'corpus.visual_features': '',
+    'model.visual': 'frames',
+    'model.visual_hidden': 128,
 }
 
 

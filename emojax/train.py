@@ -85,15 +85,16 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, jax.Array]:
     inputs['audio'] = jnp.asarray(batch['audio'], jnp.float32)
   if 'video' in batch:
     inputs['video'] = jnp.asarray(batch['video'], jnp.float32) / 127.5 - 1.0
-  if 'functionals' in batch:
-    inputs['functionals'] = jnp.asarray(batch['functionals'], jnp.float32)
+  for key in ('functionals', 'visual'):  # per-utterance vectors, standardised by the loader
+    if key in batch:
+      inputs[key] = jnp.asarray(batch[key], jnp.float32)
   return inputs
 
 
 def input_structs(batch: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes and dtypes of what the model reads of `batch` (what its kernels are autotuned for)."""
   return jax.eval_shape(model_inputs, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                                       for k, v in batch.items() if k in ('audio', 'video', 'functionals')})
+                                       for k, v in batch.items() if k in ('audio', 'video', 'functionals', 'visual')})
 
 
 def device_inputs(split: loader.Split, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:

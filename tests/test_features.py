@@ -20,7 +20,7 @@ def test_spec_from_config_takes_the_data_fields_and_video_only_for_models_that_r
   dc = config.data
   assert spec == features.FeatureSpec(
       variant='ds4', frontend=dc.frontend, audio_size=tuple(dc.audio_size), clip_seconds=2.0,
-      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(model),
+      class_set=dc.class_set, merge_exc=dc.merge_exc, with_video=models.reads_video(config.model),
       video_frames=dc.video_frames, video_size=tuple(dc.video_size), video_crop='face',
       augment_copies=1, augment_level_db=-30.0)
   assert spec.with_video == (model in ('video3d', 'fusion'))

@@ -70,6 +70,8 @@ INVALID = {
     'model.pooling': ['bogus'],
     'model.rnn_unroll': [0],
     'model.audio_model': ['video3d'],
+    'model.visual': ['faces'],
+    'model.visual_hidden': [0],
     'model.dtype': ['float16'],
     'model.conv_impl': ['cudnn'],
     'model.pool_impl': ['cudnn'],
@@ -91,7 +93,7 @@ INVALID = {
 }
 NO_INVALID_VALUE = {'workdir', 'init_from', 'init_keys', 'eval_only', 'allow_changes', 'contrastive.normalize',
                     'contrastive.center', 'contrastive.super_hard_same_speaker', 'corpus.root',
-                    'corpus.ravdess_keep_song', 'data.data_dir', 'data.merge_exc', 'data.test_speakers',
+                    'corpus.ravdess_keep_song', 'corpus.visual_features', 'data.data_dir', 'data.merge_exc', 'data.test_speakers',
                     'model.batchnorm', 'model.time_scan'}
 
 

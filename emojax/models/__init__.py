@@ -23,6 +23,7 @@ from emojax.models.cnn import AudioCNN
 from emojax.models.fusion import Fusion
 from emojax.models.recurrent import AudioRecurrent
 from emojax.models.video3d import Video3D
+from emojax.models.visual import VisualMLP
 
 MODELS = {
     'cnn': AudioCNN,
@@ -30,11 +31,13 @@ MODELS = {
     'cnn_lstm': functools.partial(AudioRecurrent, cell='lstm'),
     'video3d': Video3D,
     'fusion': Fusion,
+    'visual_mlp': VisualMLP,
 }
 # The inputs each model reads: the data build computes video only for models that read it.
 INPUTS = {'cnn': ('audio',), 'cnn_rnn': ('audio',), 'cnn_lstm': ('audio',), 'video3d': ('video',),
-          'fusion': ('audio', 'video')}
-FUNCTIONALS_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')  # the models that can also read per-utterance functionals
+          'fusion': ('audio', 'video'), 'visual_mlp': ('visual',)}
+# the models that can also read per-utterance functionals (fusion: its audio encoder)
+FUNCTIONALS_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm', 'fusion')
 AUDIO_MODELS = ('cnn', 'cnn_rnn', 'cnn_lstm')  # fusion's audio branch (`audio_model`)
 RECURRENT_FIELDS = ('rnn_dropout', 'rnn_hidden', 'rnn_layers', 'time_scan', 'rnn_unroll', 'pooling')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -76,11 +79,9 @@ def get_model(name: str, *, num_classes: int, conv_impl: str = 'fast', pool_impl
   return model
 
 
-def reads_video(name: str) -> bool:
-  """Whether the model `name` reads face video (else audio only)."""
-  if name not in INPUTS:
-    raise ValueError(f'Unknown model {name!r}; expected one of {sorted(MODELS)} (or a baseline of emojax.baselines).')
-  return 'video' in INPUTS[name]
+def reads_video(model_config) -> bool:
+  """Whether the configured model reads face video frames."""
+  return 'video' in inputs_of(model_config)
 
 
 def reads_functionals(name: str) -> bool:
@@ -90,11 +91,23 @@ def reads_functionals(name: str) -> bool:
 
 def fields_read(model_config) -> tuple[str, ...]:
   """The fields of a config's `model` section that its model reads (fusion with a CNN audio branch reads no
-  recurrent field)."""
+  recurrent field, with face frames no visual_hidden)."""
   read = FIELDS[model_config.name]
   if model_config.name == 'fusion' and model_config.audio_model == 'cnn':
     read = tuple(k for k in read if k not in RECURRENT_FIELDS)
+  if model_config.name == 'fusion' and model_config.visual == 'frames':
+    read = tuple(k for k in read if k != 'visual_hidden')
   return read
+
+
+def inputs_of(model_config) -> tuple[str, ...]:
+  """The inputs the configured model reads: fusion reads face frames ('video') or visual features ('visual')."""
+  if model_config.name not in INPUTS:
+    raise ValueError(f'Unknown model {model_config.name!r}; expected one of {sorted(MODELS)} (or a baseline of '
+                     'emojax.baselines).')
+  if model_config.name == 'fusion' and model_config.visual == 'features':
+    return ('audio', 'visual')
+  return INPUTS[model_config.name]
 
 
 def options(model_config) -> dict:

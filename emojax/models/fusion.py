@@ -1,4 +1,8 @@
-"""`fusion`: the two-stream model: concat(audio embedding 64, video embedding 64) -> FC 64 ReLU Dropout FC."""
+"""`fusion`: the two-stream model: concat(audio embedding 64, face embedding 64) -> FC 64 ReLU Dropout FC.
+
+The face stream is the 3D CNN over frames (`visual='frames'`, the paper's) or the MLP over per-clip visual
+features (`visual='features'`: facial action units). The audio encoder reads the utterance's functionals too
+when the inputs hold them (a hybrid audio stream)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +15,7 @@ from emojax import kernels
 from emojax.models.cnn import AudioCNN
 from emojax.models.recurrent import AudioRecurrent
 from emojax.models.video3d import Video3D
+from emojax.models.visual import VisualMLP
 
 
 class Fusion(nn.Module):
@@ -29,6 +34,8 @@ class Fusion(nn.Module):
   time_scan: bool = True
   rnn_unroll: int = 1
   pooling: str = 'last'  # the recurrent audio branch's pooling over time
+  visual: str = 'frames'  # the face stream: frames (3D CNN) | features (MLP over visual feature vectors)
+  visual_hidden: int = 128  # visual='features': the MLP's hidden width
   dtype: Any = jnp.float32
   plan: kernels.Plan = kernels.Plan()
 
@@ -44,7 +51,13 @@ class Fusion(nn.Module):
           rnn_unroll=self.rnn_unroll, pooling=self.pooling, **common)
     else:
       raise ValueError(f"Unknown audio model {self.audio_model!r}; expected 'cnn', 'cnn_rnn' or 'cnn_lstm'.")
-    self.video_encoder = Video3D(**common)
+    if self.visual == 'frames':
+      self.video_encoder = Video3D(**common)
+    elif self.visual == 'features':
+      self.video_encoder = VisualMLP(visual_hidden=self.visual_hidden, **{k: v for k, v in common.items()
+                                                                          if k not in ('width', 'batchnorm')})
+    else:
+      raise ValueError(f"Unknown visual stream {self.visual!r}; expected 'frames' or 'features'.")
     self.fc = nn.Dense(self.embed_dim, dtype=self.dtype)
     self.drop = nn.Dropout(self.dropout)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)

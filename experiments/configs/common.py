@@ -56,6 +56,9 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.corpus.root = ''              # folder of a real corpus
   c.corpus.iemocap_audio_source = 'sentences'  # sentences/wav files, or 'dialog': cut by the label times
   c.corpus.ravdess_keep_song = False
+  # Per-clip visual features (facial action units): a table keyed by clip (.csv) or a folder of OpenFace CSVs
+  # (emojax.visual_features); read by visual_mlp and by fusion with model.visual='features'.
+  c.corpus.visual_features = ''
   c.corpus.synthetic = ml_collections.ConfigDict(dict(
       num_speakers=8, utterances_per_emotion=36, seconds=3.0, frame_size=(72, 96), seed=0))
 
@@ -108,6 +111,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.model.time_scan = True        # False: the authors' length-one "sequence" (faithful defect)
   c.model.rnn_unroll = 1          # time steps per lax.scan iteration (speed only)
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
+  c.model.visual = 'frames'       # fusion's face stream: frames (3D CNN) | features (MLP on corpus.visual_features)
+  c.model.visual_hidden = 128     # visual_mlp, fusion with visual='features': the MLP's hidden width
   c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.conv_impl = 'fast'      # speed only: fast (emojax.kernels' plan for this machine) | native | fft | fold2d | patches | xla
   c.model.pool_impl = 'fast'      # speed only: fast (native on one CPU device, else slices) | native | slices | xla

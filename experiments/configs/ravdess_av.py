@@ -1,0 +1,37 @@
+r"""Audio-visual fusion on RAVDESS speech: the voice (log-mel spectrograms with eGeMAPS functionals, the hybrid
+audio stream of configs/emodb.py) and the face as per-clip facial action units (OpenFace), all 8 emotions.
+
+  python -m experiments.run --config=configs/ravdess_av.py --config.corpus.root=R --config.corpus.visual_features=F
+  python -m experiments.run --config=configs/ravdess_av.py:audio ...    # the same audio stream alone
+  python -m experiments.run --config=configs/ravdess_av.py:visual ...   # the same face stream alone (visual_mlp)
+  python -m experiments.run --config=configs/ravdess_av.py --config.data.normalize=speaker ...  # speaker-normalised
+
+R is the RAVDESS folder (Actor_NN/03-01-....wav or .flac), F a table of per-clip visual features keyed by the
+audio-visual clip name 01-01-EE-II-SS-RR-NN (a .csv with a `clip` column) or a folder of OpenFace CSVs named so
+(emojax.visual_features). Fusion is the paper's early fusion: the audio and face embeddings joined, then the
+classifier (model.visual='features'). Held out: actors 01-04 (configs/emodb.py:ravdess); --config.data.split=folds
+--config.data.fold=k for actor folds. Mode: speaker-blind (the visual features standardised on the training side)
+or --config.data.normalize=speaker (each actor's spectrograms, functionals and visual features on that actor's clips).
+Presets (comma-separated): audio | visual (one stream); smoke (two epochs, batch 8).
+"""
+from experiments.configs import common, emodb
+
+PRESETS = ('audio', 'visual', 'smoke')
+
+
+def get_config(arg=None):
+  chosen = common.presets(arg, PRESETS)
+  if {'audio', 'visual'} <= chosen:
+    raise ValueError('Choose one of audio, visual (or neither: the fusion).')
+  c = emodb.get_config(','.join(['ravdess', *sorted(chosen & {'smoke'})]))
+  c.workdir = common.workdir('ravdess_av', chosen)
+  c.data.class_set = 'all'
+  if 'audio' not in chosen:
+    c.corpus.visual_features = ''  # required: the visual features of the clips
+    c.model.name = 'visual_mlp' if 'visual' in chosen else 'fusion'
+  if c.model.name == 'fusion':
+    c.model.visual = 'features'
+  if 'visual' in chosen:  # the face alone reads no spectrogram augmentation or functionals
+    c.data.functionals = ''
+    c.data.augment.freq_masks = c.data.augment.time_masks = 0
+  return c
