@@ -151,10 +151,11 @@ def test_too_small_inputs_and_unknown_names_are_clear_errors():
 
 @pytest.mark.parametrize('name', sorted(models.MODELS))
 def test_tiny_models_train_with_finite_gradients(name):
-  kwargs = {'rnn_hidden': 8} if 'rnn_hidden' in models.FIELDS[name] else {}
-  model = models.get_model(name, num_classes=3, width=0.25, **kwargs)
+  kwargs = {k: v for k, v in {'rnn_hidden': 8, 'width': 0.25}.items() if k in models.FIELDS[name]}
+  model = models.get_model(name, num_classes=3, **kwargs)
   x = {'audio': jax.random.normal(jax.random.key(8), (2, 32, 48, 1)),
-       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3))}
+       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3)),
+       'visual': jax.random.normal(jax.random.key(10), (2, 35))}
   params = model.init(RNGS, x, train=False)['params']
 
   @jax.jit
@@ -174,12 +175,13 @@ def test_tiny_models_train_with_finite_gradients(name):
 def test_fast_layers_give_the_straightforward_models_values_and_gradients(name):
   """conv_impl='fast' / pool_impl='fast' (the defaults) against lax.conv and nn.max_pool: same
   parameters, same logits and gradients up to float32 rounding."""
-  kwargs = {'rnn_hidden': 8} if 'rnn_hidden' in models.FIELDS[name] else {}
+  kwargs = {k: v for k, v in {'rnn_hidden': 8, 'width': 0.25}.items() if k in models.FIELDS[name]}
   x = {'audio': jax.random.normal(jax.random.key(8), (2, 32, 48, 3)),
-       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3))}
+       'video': jax.random.normal(jax.random.key(9), (2, 9, 48, 64, 3)),
+       'visual': jax.random.normal(jax.random.key(10), (2, 35))}
   results = []
   for conv_impl, pool_impl in (('xla', 'xla'), ('fast', 'fast')):
-    model = models.get_model(name, num_classes=3, width=0.25, conv_impl=conv_impl, pool_impl=pool_impl, **kwargs)
+    model = models.get_model(name, num_classes=3, conv_impl=conv_impl, pool_impl=pool_impl, **kwargs)
     params = model.init(RNGS, x, train=False)['params']
     results.append(jax.jit(jax.value_and_grad(
         lambda p, model=model: jnp.sum(jnp.sin(model.apply({'params': p}, x, train=False)))))(params))
@@ -273,3 +275,31 @@ def test_functionals_join_the_pooled_features_before_the_embedding(name, pooled)
   blind['params']['fc']['kernel'] = kernel.at[-5:].set(0.0)
   np.testing.assert_allclose(small.apply(blind, moved, train=False), small.apply(blind, x, train=False), atol=1e-6)
   assert models.reads_functionals(name) and not models.reads_functionals('video3d')
+
+
+def test_the_visual_feature_encoder_and_fusion_over_visual_features():
+  """visual_mlp: (B, D) action units -> FC hidden ReLU Dropout -> FC 64 (embedding) -> ReLU Dropout FC classes;
+  fusion with visual='features' puts it where the 3D CNN was (`video_encoder`, so pre-training restores it by
+  name), and its audio encoder reads the functionals beside the spectrogram when given."""
+  visual = models.get_model('visual_mlp', num_classes=8, visual_hidden=32)
+  x = {'visual': jnp.ones((3, 35))}
+  variables = visual.init(RNGS, x, train=False)
+  assert _count(variables['params']) == dense(35, 32) + dense(32, 64) + dense(64, 8)
+  assert visual.apply(variables, x, train=False).shape == (3, 8)
+  assert visual.apply(variables, x, train=False, method='embed').shape == (3, 64)
+  train = [visual.apply(variables, x, train=True, rngs={'dropout': jax.random.key(s)}) for s in (1, 2)]
+  assert not np.allclose(train[0], train[1])  # dropout in training only
+  with pytest.raises(ValueError, match='batch, features'):
+    visual.init(RNGS, {'visual': jnp.ones((3, 5, 35))}, train=False)
+
+  inputs = {'audio': jnp.ones((2, 32, 48, 1)), 'visual': jnp.ones((2, 35)), 'functionals': jnp.ones((2, 88))}
+  fusion = models.get_model('fusion', num_classes=8, width=0.25, rnn_hidden=8, visual='features', visual_hidden=32)
+  params = fusion.init(RNGS, inputs, train=False)['params']
+  assert sorted(params) == ['audio_encoder', 'fc', 'head', 'video_encoder']
+  assert _count(params['video_encoder']) == dense(35, 32) + dense(32, 64)  # its own head is not fusion's
+  without = fusion.init(RNGS, {k: v for k, v in inputs.items() if k != 'functionals'}, train=False)['params']
+  # The audio embedding layer takes the 88 functionals after the pooled features.
+  assert params['audio_encoder']['fc']['kernel'].shape[0] == without['audio_encoder']['fc']['kernel'].shape[0] + 88
+  emb = fusion.apply({'params': params}, inputs, train=False, method='embed')
+  assert emb['audio'].shape == emb['video'].shape == (2, 64)
+  assert fusion.apply({'params': params}, inputs, train=False).shape == (2, 8)

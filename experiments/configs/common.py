@@ -100,7 +100,9 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
 
   c.model = ml_collections.ConfigDict()
   c.model.name = model
-  c.model.width = 0.5             # multiplier on every layer width (the paper: 1; x2, x4 gave +1-2%)
+  # multiplier on every layer width (the paper: 1; x2, x4 gave +1-2%); visual_mlp has no conv layers to widen
+  convolutional = model != 'visual_mlp'
+  c.model.width = 0.5 if convolutional else 1.0
   c.model.batchnorm = False
   c.model.dropout = 0.2           # fully connected layers
   c.model.rnn_dropout = 0.1       # between recurrent layers
@@ -142,7 +144,8 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
     c.data.video_frames = 9
     c.data.video_size = (48, 64)
     c.data.num_test_speakers = 1
-    c.model.width = 0.25
+    if convolutional:
+      c.model.width = 0.25
     if model in ('cnn_rnn', 'cnn_lstm', 'fusion'):  # the models with a recurrent layer
       c.model.rnn_hidden = 16
     c.train.batch_size = 8
