@@ -1,10 +1,12 @@
 """The baselines every cross-validation table shows beside the networks.
 
 Per utterance, one feature vector: openSMILE's eGeMAPS v02 functionals (88 values, from the
-`opensmile` package, which ships its extractor) or MFCC statistics (40 MFCCs and their deltas,
-mean and standard deviation over frames: 160 values). Then a classifier from scikit-learn:
-logistic regression or an RBF SVM. Chosen by name, as the networks are (`config.model.name`):
-mfcc_logreg, mfcc_svm, egemaps_logreg, egemaps_svm.
+`opensmile` package, which ships its extractor), MFCC statistics (40 MFCCs and their deltas,
+mean and standard deviation over frames: 160 values), the frozen BYOL-S speech encoder's embedding
+(512 values, weights at model.pretrained), the clip's facial action units (corpus.visual_features),
+or several of these side by side (early fusion). Then a classifier from scikit-learn: logistic
+regression or an RBF SVM. Chosen by name, as the networks are (`config.model.name`): <features>_<classifier>
+for the FEATURE_SETS below and logreg | svm, e.g. egemaps_svm, egemaps_au_logreg.
 
 The split is the networks' (`splits.make_split` with the run's data fields), over the same
 utterances (those in the class set whose audio decodes). The mode follows `data.normalize`:
@@ -22,6 +24,8 @@ alone or averaged with a network (`inference.FusedPredictor`).
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
 import json
 import os
 from typing import Any, Sequence
@@ -34,15 +38,18 @@ from emojax import audio, corpora, features, files, metrics, splits
 from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Utterance
 
-MODELS = {'mfcc_logreg': ('mfcc', 'logreg'), 'mfcc_svm': ('mfcc', 'svm'),
-          'egemaps_logreg': ('egemaps', 'logreg'), 'egemaps_svm': ('egemaps', 'svm')}
+# Feature sets: an audio extractor's vector (mfcc, egemaps; byols: the frozen BYOL-S encoder's 512-d embedding of
+# the clip, weights at model.pretrained), the clip's visual features (au: corpus.visual_features), or several
+# of them side by side ('egemaps_au': early fusion).
+FEATURE_SETS = ('mfcc', 'egemaps', 'au', 'byols', 'egemaps_au', 'byols_au', 'byols_egemaps', 'byols_egemaps_au')
+MODELS = {f'{features}_{kind}': (features, kind) for features in FEATURE_SETS for kind in ('logreg', 'svm')}
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 SAMPLE_RATE = 16000
 WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip variants have no per-utterance vector
 
 
 # The config fields a baseline reads (corpus.* too): a sweep point's other fields may change freely.
-READS = ('seed', 'model.name', 'data.data_dir', 'data.variant', 'data.class_set', 'data.merge_exc', 'data.split',
+READS = ('seed', 'model.name', 'model.pretrained', 'data.data_dir', 'data.variant', 'data.class_set', 'data.merge_exc', 'data.split',
          'data.test_speakers', 'data.num_test_speakers', 'data.num_val_speakers', 'data.fold', 'data.num_folds',
          'data.test_fraction', 'data.normalize')
 
@@ -71,16 +78,26 @@ def egemaps_functionals(wave: np.ndarray, sr: int) -> np.ndarray:
   return _SMILE['egemaps'].process_signal(np.asarray(wave, np.float32), sr).to_numpy()[0].astype(np.float32)
 
 
+def byols_embedding(wave: np.ndarray, sr: int, *, variables: dict) -> np.ndarray:
+  """The frozen BYOL-S embedding of a recording (512,): its front end (16 kHz log-mel), each clip standardised on
+  its own mean and std (nothing from other clips: speaker-blind), mean + max over time of the frame features."""
+  from emojax.models import byol_a  # pylint: disable=import-outside-toplevel
+  logmel = byol_a.frontend(wave, sr)
+  logmel = byol_a.standardise(logmel, float(logmel.mean()), float(max(logmel.std(), 1e-3)))
+  return np.asarray(byol_a.embed(variables, logmel[None]))[0].astype(np.float32)
+
+
 EXTRACTORS = {'mfcc': mfcc_statistics, 'egemaps': egemaps_functionals}
+AUDIO_FEATURES = (*EXTRACTORS, 'byols')  # per-recording features computed from the audio
 
 
-def functionals_of(wave: np.ndarray, sr: int, kind: str, *, denoise: bool = False) -> np.ndarray:
+def functionals_of(wave: np.ndarray, sr: int, kind: str, *, denoise: bool = False, extractor=None) -> np.ndarray:
   """The `kind` functionals of one recording (denoised first for ds3), as the baselines and hybrid networks read
   them in training and prediction alike; raises ValueError for a recording the networks' build refuses too."""
   features.check_waveform(wave, sr)
   if denoise:
     wave = audio.denoise(wave, sr)
-  vector = EXTRACTORS[kind](wave, sr)
+  vector = (extractor or EXTRACTORS[kind])(wave, sr)
   if not np.all(np.isfinite(vector)):
     raise ValueError(f'non-finite {kind} features')
   return vector
@@ -101,12 +118,12 @@ def utterances(corpus, class_set: str, merge_exc: bool = False) -> tuple[list[Ut
 
 
 def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bool = False,
-                   cache: str | None = None) -> tuple[np.ndarray, list[bool], dict[str, str]]:
+                   cache: str | None = None, extractor=None) -> tuple[np.ndarray, list[bool], dict[str, str]]:
   """(features of the usable utterances, usable flag per item, {id: why not} for the others).
 
   Computed features are cached in `cache` (an .npz of ids and rows), extended as new utterances come.
   """
-  if kind not in EXTRACTORS:
+  if kind not in EXTRACTORS and extractor is None:
     raise ValueError(f'Unknown baseline features {kind!r}; expected one of {sorted(EXTRACTORS)}.')
   known: dict[str, np.ndarray] = {}
   if cache and os.path.exists(cache):
@@ -116,7 +133,7 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   missing = [item for item in items if item.id not in known]
   for item in tqdm(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
     try:
-      known[item.id] = functionals_of(*corpus.load_audio(item), kind, denoise=denoise)
+      known[item.id] = functionals_of(*corpus.load_audio(item), kind, denoise=denoise, extractor=extractor)
     except (ValueError, OSError, RuntimeError, EOFError, librosa.util.exceptions.ParameterError) as error:
       errors[item.id] = f'{type(error).__name__}: {error}'
   if cache and missing and len(known) > len(errors):
@@ -134,8 +151,68 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   return np.stack(rows), usable, errors
 
 
+def feature_set(config, corpus, items: Sequence[Utterance], kinds: str) -> tuple[np.ndarray, list[bool], dict[str, str]]:
+  """`feature_matrix` of a feature set (FEATURE_SETS): its parts side by side, for the items every part has."""
+  parts, usable, errors = [], [True] * len(items), {}
+  extractors = audio_extractors(kinds, config.model.pretrained)
+  for kind in kinds.split('_'):
+    if kind == 'au':
+      x, ok, missing = visual_matrix(config, items)
+    else:
+      x, ok, missing = feature_matrix(corpus, items, kind, denoise=WHOLE_UTTERANCE[config.data.variant],
+                                      cache=feature_cache(config, kind), extractor=extractors[kind])
+    full = np.full((len(items), x.shape[1]), np.nan, np.float32)
+    full[np.asarray(ok)] = x
+    parts.append(full)
+    usable = [a and b for a, b in zip(usable, ok)]
+    errors.update(missing)
+  x = np.concatenate(parts, axis=1)[np.asarray(usable)]
+  if not len(x):
+    raise ValueError(f'No utterance has every part of {kinds}; first errors: {dict(list(errors.items())[:3])}')
+  return x, usable, errors
+
+
+def audio_extractors(kinds: str, pretrained: str = '') -> dict:
+  """{kind: extractor(wave, sr)} of the audio parts of a feature set (byols: the encoder at `pretrained`)."""
+  extractors = {}
+  for kind in kinds.split('_'):
+    if kind == 'byols':
+      from emojax.models import byol_a  # pylint: disable=import-outside-toplevel
+      extractors[kind] = functools.partial(byols_embedding, variables=byol_a.load_variables(pretrained))
+    elif kind in EXTRACTORS:
+      extractors[kind] = EXTRACTORS[kind]
+  return extractors
+
+
+def recording_features(wave: np.ndarray, sr: int, kinds: str, extractors: dict, *, denoise: bool = False) -> np.ndarray:
+  """The audio feature set `kinds` of one recording, its parts side by side (as `feature_set` gives them)."""
+  return np.concatenate([functionals_of(wave, sr, kind, denoise=denoise, extractor=extractors[kind])
+                         for kind in kinds.split('_')])
+
+
+def visual_matrix(config, items: Sequence[Utterance]) -> tuple[np.ndarray, list[bool], dict[str, str]]:
+  """(the clips' visual feature vectors, usable flag per item, {id: why not}) from corpus.visual_features."""
+  from emojax import visual_features  # pylint: disable=import-outside-toplevel
+  table = visual_features.to_vectors(visual_features.load(config.corpus.visual_features))
+  rows, usable, errors = [], [], {}
+  for item in items:
+    row = visual_features.lookup(table, config.corpus.name, item)
+    usable.append(row is not None)
+    if row is None:
+      errors[item.id] = table.errors.get(visual_features.key_for(config.corpus.name, item.id),
+                                         f'no visual features in {config.corpus.visual_features}')
+    else:
+      rows.append(row)
+  if not rows:
+    raise ValueError(f'No utterance has a row in {config.corpus.visual_features}; e.g. {dict(list(errors.items())[:3])}')
+  return np.stack(rows), usable, errors
+
+
 def feature_cache(config, kind: str) -> str:
   """Where the `kind` features of the run's corpus and variant are cached (shared by baselines and hybrid networks)."""
+  if kind == 'byols':  # the weights name the features
+    with open(config.model.pretrained, 'rb') as f:
+      kind += '-' + hashlib.sha1(f.read()).hexdigest()[:8]
   return os.path.join(config.data.data_dir, corpora.corpus_key(config.corpus), f'baseline_{kind}_{config.data.variant}.npz')
 
 
@@ -192,6 +269,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Fits the baseline `config.model.name` on the run's split and writes summary.json and split.json."""
   features_kind, classifier_kind = MODELS[config.model.name]
   dc = config.data
+  for part, (field, value) in {'au': ('corpus.visual_features', config.corpus.visual_features),
+                                'byols': ('model.pretrained', config.model.pretrained)}.items():
+    if part in features_kind.split('_') and not value:
+      raise ValueError(f'Baseline {config.model.name} reads {part} features: set {field}.')
   if dc.variant not in WHOLE_UTTERANCE:
     raise ValueError(f'Baselines describe whole utterances: use data.variant ds1 or ds3 (denoised), '
                      f'not {dc.variant!r}.')
@@ -199,8 +280,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     raise ValueError(f"Unknown data.normalize {dc.normalize!r}; expected 'none', 'utterance' or 'speaker'.")
   corpus = corpora.get_corpus(config.corpus)
   items, class_names, labels = utterances(corpus, dc.class_set, dc.merge_exc)
-  x, usable, errors = feature_matrix(corpus, items, features_kind, denoise=WHOLE_UTTERANCE[dc.variant],
-                                     cache=feature_cache(config, features_kind))
+  x, usable, errors = feature_set(config, corpus, items, features_kind)
   items = [item for item, ok in zip(items, usable) if ok]
   y = np.array([label for label, ok in zip(labels, usable) if ok])
   examples = [{'utterance': i.id, 'speaker': i.speaker, 'group': i.group, 'label': int(l), 'clip': 0, 'copy': 0}
@@ -286,6 +366,9 @@ class Baseline:
 
   def features_of(self, wave: np.ndarray, sr: int) -> np.ndarray:
     """The baseline's feature vector of one recording, as training computed it."""
+    if self.features not in EXTRACTORS:
+      raise ValueError(f'{self.name} reads {self.features} features; scoring files is done for the '
+                       f'{" and ".join(EXTRACTORS)} baselines only')
     return functionals_of(wave, sr, self.features, denoise=self.denoise)
 
   def probabilities(self, rows: np.ndarray, speakers: Sequence[str] | None = None) -> np.ndarray:

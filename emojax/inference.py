@@ -89,6 +89,7 @@ class Predictor:
     # A hybrid's functionals: their kind, and in the speaker-blind mode the training side's (mean, std).
     self.functionals = config.data.functionals
     self.functionals_scale = None
+    self._extractors = baselines.audio_extractors(self.functionals, config.model.pretrained)
     if self.functionals and config.data.normalize != 'speaker':
       if functionals_scale is None:
         raise ValueError(f'{checkpoint or "this model"} reads {self.functionals} functionals standardised on its '
@@ -200,8 +201,8 @@ class Predictor:
         inputs.append({k: example[k] for k in ('audio', 'video') if k in example})
         starts.append(offset / sr + (example['clip'] * self.spec.clip_seconds if clips_wanted else 0.0))
       if self.functionals:  # whole-utterance variants only: one input per window, its functionals as training's
-        inputs[-1]['functionals'] = baselines.functionals_of(piece, sr, self.functionals,
-                                                             denoise=baselines.WHOLE_UTTERANCE[self.spec.variant])
+        inputs[-1]['functionals'] = baselines.recording_features(
+            piece, sr, self.functionals, self._extractors, denoise=baselines.WHOLE_UTTERANCE[self.spec.variant])
     return inputs, np.asarray(starts), duration
 
   def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:

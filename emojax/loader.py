@@ -31,7 +31,7 @@ NORMALIZE = ('none', 'utterance', 'speaker')
 # Per-utterance functionals a hybrid network reads beside its spectrogram (`data.functionals`): the baselines'
 # eGeMAPS or MFCC statistics, standardised per speaker in the speaker-normalised mode, else by the training
 # side's mean and std (written to the workdir's FUNCTIONALS_FILE, so a predictor applies the same scale).
-FUNCTIONALS = ('', 'egemaps', 'mfcc')
+FUNCTIONALS = ('', 'egemaps', 'mfcc', 'byols', 'byols_egemaps')  # audio feature sets of emojax.baselines
 FUNCTIONALS_FILE = 'functionals.json'
 VISUAL_FILE = 'visual.json'  # the visual features' training-side scale, as FUNCTIONALS_FILE
 _MIN_STD = 1e-3  # a row that never changes (silence clipped at the floor) stays finite
@@ -81,8 +81,7 @@ def utterance_functionals(config, corpus, examples: Sequence[dict[str, Any]],
   dc = config.data
   wanted = {e['utterance'] for e in examples}
   items = [u for u in corpus.utterances() if isinstance(u, Utterance) and u.id in wanted]
-  x, _, errors = baselines.feature_matrix(corpus, items, dc.functionals, denoise=baselines.WHOLE_UTTERANCE[dc.variant],
-                                          cache=baselines.feature_cache(config, dc.functionals))
+  x, _, errors = baselines.feature_set(config, corpus, items, dc.functionals)
   if errors:
     raise ValueError(f'data.functionals={dc.functionals!r}: no features for {len(errors)} utterance(s) the arrays '
                      f'hold, e.g. {dict(list(errors.items())[:3])}')

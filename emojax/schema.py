@@ -161,6 +161,7 @@ FIELDS: dict[str, Rule] = {
     'model.audio_model': one_of(*models.AUDIO_MODELS),
     'model.visual': one_of('frames', 'features'),
     'model.visual_hidden': integer(1),
+    'model.pretrained': text(),
     'model.dtype': one_of(*models.DTYPES),
     'model.conv_impl': one_of('fast', *kernels.CONV_IMPLS),
     'model.pool_impl': one_of('fast', *kernels.POOL_IMPLS),
@@ -248,6 +249,11 @@ def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
   elif config.corpus.visual_features and network and not reads_visual:
     problems.append(f'corpus.visual_features is not read by model {mc.name!r}'
                     + (" with model.visual='frames'" if mc.name == 'fusion' else '') + ': leave it empty')
+  if mc.pretrained and not os.path.isfile(mc.pretrained):
+    problems.append(f'model.pretrained {mc.pretrained!r} is not a file')
+  elif not mc.pretrained and 'byols' in (dc.functionals if network else mc.name).split('_'):
+    problems.append(f'model.pretrained must name the BYOL-S weights (.npz) that the byols features of '
+                    f'{"data.functionals" if network else "model " + repr(mc.name)} come from')
   if config.objective == 'contrastive' and mc.name != 'fusion':
     problems.append(f"objective 'contrastive' pre-trains fusion's two encoders: model.name must be 'fusion', "
                     f'got {mc.name!r}')
@@ -308,6 +314,7 @@ ADDED = {
     'corpus.visual_features': '',
     'model.visual': 'frames',
     'model.visual_hidden': 128,
+    'model.pretrained': '',
 }
 
 

@@ -93,7 +93,7 @@ INVALID = {
 }
 NO_INVALID_VALUE = {'workdir', 'init_from', 'init_keys', 'eval_only', 'allow_changes', 'contrastive.normalize',
                     'contrastive.center', 'contrastive.super_hard_same_speaker', 'corpus.root',
-                    'corpus.ravdess_keep_song', 'corpus.visual_features', 'data.data_dir', 'data.merge_exc', 'data.test_speakers',
+                    'corpus.ravdess_keep_song', 'corpus.visual_features', 'data.data_dir', 'data.merge_exc', 'data.test_speakers', 'model.pretrained',
                     'model.batchnorm', 'model.time_scan'}
 
 

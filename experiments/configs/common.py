@@ -115,6 +115,7 @@ def base_config(model: str, arg: str | None, extra_presets: tuple[str, ...] = ()
   c.model.audio_model = 'cnn_rnn'  # fusion's audio branch: cnn | cnn_rnn | cnn_lstm
   c.model.visual = 'frames'       # fusion's face stream: frames (3D CNN) | features (MLP on corpus.visual_features)
   c.model.visual_hidden = 128     # visual_mlp, fusion with visual='features': the MLP's hidden width
+  c.model.pretrained = ''         # weights of the frozen BYOL-S encoder (.npz) for the byols baselines
   c.model.dtype = 'float32'       # computation dtype: float32 | bfloat16 (parameters stay float32)
   c.model.conv_impl = 'fast'      # speed only: fast (emojax.kernels' plan for this machine) | native | fft | fold2d | patches | xla
   c.model.pool_impl = 'fast'      # speed only: fast (native on one CPU device, else slices) | native | slices | xla
