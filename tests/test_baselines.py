@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from emojax import baselines, corpora, loader
+from emojax import baselines, corpora, loader, workdirs
 from emojax.corpora.emodb import EmodbCorpus
 from experiments.configs import cnn_rnn
 
@@ -137,3 +137,68 @@ def test_functionals_need_an_audio_model_and_whole_utterances(tmp_path):
     with pytest.raises(schema.InvalidConfig, match=message):
       schema.validate(config)
   assert not os.path.exists(tmp_path / 'arrays')
+
+
+def _ravdess_subset(tmp_path, actors=('01', '02', '03')):
+  root = tmp_path / 'ravdess'
+  root.mkdir()
+  for actor in actors:
+    source = os.path.join(DATA, 'ravdess', f'Actor_{actor}')
+    if not os.path.isdir(source) or not os.path.exists(os.path.join(DATA, 'ravdess-au', 'au.csv')):
+      pytest.skip(f'RAVDESS speech or its action units absent under {DATA} (shared/data)')
+    os.symlink(source, root / f'Actor_{actor}')
+  return str(root)
+
+
+def test_visual_frozen_encoder_and_early_fusion_feature_sets_are_their_parts_side_by_side(tmp_path):
+  from emojax import visual_features
+  from experiments.configs import ravdess_av
+  config = ravdess_av.get_config('audio,smoke')
+  config.corpus.root = _ravdess_subset(tmp_path, ('01',))
+  config.corpus.visual_features = os.path.join(DATA, 'ravdess-au', 'au.csv')
+  config.data.data_dir = str(tmp_path / 'arrays')
+  corpus = corpora.get_corpus(config.corpus)
+  items = baselines.utterances(corpus, 'all')[0][:6]
+  au, ok, _ = baselines.feature_set(config, corpus, items, 'au')
+  table = visual_features.load(config.corpus.visual_features)
+  np.testing.assert_array_equal(au, np.stack([visual_features.lookup(table, 'ravdess', i) for i in items]))
+  assert au.shape == (6, 35) and all(ok)
+  egemaps = baselines.feature_set(config, corpus, items, 'egemaps')[0]
+  np.testing.assert_array_equal(baselines.feature_set(config, corpus, items, 'egemaps_au')[0],
+                                np.concatenate([egemaps, au], axis=1))
+  # A clip without a row is left out of every set it is part of, with the reason.
+  partial = tmp_path / 'partial.csv'
+  lines = open(config.corpus.visual_features).read().splitlines()
+  first = visual_features.key_for('ravdess', items[0].id)
+  partial.write_text('\n'.join(line for line in lines if not line.startswith(first + ',')) + '\n')
+  config.corpus.visual_features = str(partial)
+  x, ok, errors = baselines.feature_set(config, corpus, items, 'egemaps_au')
+  assert x.shape == (5, 88 + 35) and ok == [False] + [True] * 5 and 'no visual features' in errors[items[0].id]
+
+  weights = os.path.join(DATA, '..', 'weights', 'byol-s', 'byols_d512.npz')
+  if os.path.exists(weights):  # the frozen encoder's embedding of each clip, standardised on the clip itself
+    from emojax.models import byol_a
+    config.model.pretrained = weights
+    byols = baselines.feature_set(config, corpus, items[:2], 'byols')[0]
+    variables = byol_a.load_variables(weights)
+    direct = [baselines.byols_embedding(*corpus.load_audio(i), variables=variables) for i in items[:2]]
+    np.testing.assert_allclose(byols, np.stack(direct), rtol=1e-5, atol=1e-5)
+    assert byols.shape == (2, 512)
+
+
+def test_an_action_unit_baseline_fits_on_the_networks_folds(tmp_path):
+  from experiments.configs import ravdess_av
+  config = ravdess_av.get_config('audio,smoke')
+  config.corpus.root = _ravdess_subset(tmp_path)
+  config.data.data_dir = str(tmp_path / 'arrays')
+  config.data.split, config.data.num_folds, config.data.fold = 'folds', 0, 1
+  config.model.name = 'au_svm'
+  with pytest.raises(ValueError, match='reads au features: set corpus.visual_features'):
+    baselines.train_and_evaluate(config, str(tmp_path / 'w'))
+  config.corpus.visual_features = os.path.join(DATA, 'ravdess-au', 'au.csv')
+  summary = baselines.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert summary['features'] == 'au' and summary['final']['count'] == 60  # actor 02's clips
+  assert 0.125 < summary['final']['accuracy'] <= 1.0  # above chance on 8 emotions
+  workdirs.write_config(str(tmp_path / 'w'), config)  # as experiments.run writes it
+  with pytest.raises(ValueError, match='scoring files is done for the'):
+    baselines.Baseline(str(tmp_path / 'w')).features_of(np.ones(16000, np.float32) * 0.1, 16000)
