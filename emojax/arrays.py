@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 import threadpoolctl
 from array_record.python import array_record_module
-from tqdm.auto import tqdm
 
 from emojax import features, files
+from emojax import progress as progress_bar
 from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Corpus, Skipped
 
@@ -193,7 +193,7 @@ def _build(corpus: Corpus, spec: features.FeatureSpec, directory: str, utterance
   listed = list(corpus.utterances())  # records only (ids, paths, labels): small
   schema = features_dict(spec)
   parts = []
-  with tqdm(total=len(listed), desc=f'features {corpus.name} {spec.variant}', unit='utt') as progress:
+  with progress_bar.bar(total=len(listed), desc=f'features {corpus.name} {spec.variant}', unit='utt') as progress:
     for start in range(0, len(listed), utterances_per_shard):
       items = listed[start:start + utterances_per_shard]
       base = os.path.join(work, f'part-{start // utterances_per_shard:05d}')

@@ -32,9 +32,8 @@ from typing import Any, Sequence
 
 import librosa
 import numpy as np
-from tqdm import tqdm
 
-from emojax import audio, corpora, features, files, metrics, splits
+from emojax import audio, corpora, features, files, metrics, progress, splits
 from emojax.corpora import labels as label_sets
 from emojax.corpora.base import Utterance
 
@@ -131,7 +130,7 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
       known = dict(zip(stored['ids'].tolist(), stored['features']))
   errors, rows, usable = {}, [], []
   missing = [item for item in items if item.id not in known]
-  for item in tqdm(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
+  for item in progress.bar(missing, desc=f'{kind} features', unit='utt', disable=not missing, leave=False):
     try:
       known[item.id] = functionals_of(*corpus.load_audio(item), kind, denoise=denoise, extractor=extractor)
     except (ValueError, OSError, RuntimeError, EOFError, librosa.util.exceptions.ParameterError) as error:

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emojax import audio, baselines, checkpoints, features, loader, metrics, models, schema, train, video
+from emojax import (audio, baselines, checkpoints, features, loader, metrics, models, schema, train, video,
+                    visual_features)
+from emojax import progress as progress_bar
 from emojax.corpora import labels
 from emojax.corpora.base import Utterance
 
@@ -72,7 +74,8 @@ class Predictor:
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], class_names: Sequence[str],
                checkpoint: str = '', window_seconds: float | None = None,
-               functionals_scale: dict[str, Any] | None = None):
+               functionals_scale: dict[str, Any] | None = None, visual_scale: dict[str, Any] | None = None,
+               visual_table: visual_features.VisualFeatures | None = None):
     if config.objective != 'cross_entropy':
       raise ValueError(f'{checkpoint or "this run"} was trained with objective {config.objective!r}: it has no '
                        'classifier to predict with (fine-tune it with cross_entropy first).')
@@ -95,6 +98,15 @@ class Predictor:
         raise ValueError(f'{checkpoint or "this model"} reads {self.functionals} functionals standardised on its '
                          f'training side: pass that scale ({loader.FUNCTIONALS_FILE} of its workdir).')
       self.functionals_scale = (np.asarray(functionals_scale['mean']), np.asarray(functionals_scale['std']))
+    # A model of the face's visual features (facial action units) reads each recording's row of a table.
+    self.reads_visual = 'visual' in models.inputs_of(config.model)
+    self.visual_table = visual_features.to_vectors(visual_table) if visual_table is not None else None
+    self.visual_scale = None
+    if self.reads_visual and config.data.normalize != 'speaker':
+      if visual_scale is None:
+        raise ValueError(f'{checkpoint or "this model"} reads visual features standardised on its training side: '
+                         f'pass that scale ({loader.VISUAL_FILE} of its workdir).')
+      self.visual_scale = (np.asarray(visual_scale['mean']), np.asarray(visual_scale['std']))
 
   def window_length(self, duration: float) -> float:
     """Seconds of recording each model input covers: the window, else a clip or (whole-utterance models) all."""
@@ -122,7 +134,8 @@ class Predictor:
     return np.asarray(self._probabilities(self.variables, batch))
 
   @classmethod
-  def from_workdir(cls, workdir: str, checkpoint: str = 'best', window_seconds: float | None = None) -> Predictor:
+  def from_workdir(cls, workdir: str, checkpoint: str = 'best', window_seconds: float | None = None,
+                   visual: str | None = None) -> Predictor:
     """The run in `workdir`: its config.json, its class names (summary.json) and its best checkpoint (picked
     on the validation speakers), or its latest one (`checkpoint='latest'`, or when there is no best)."""
     paths = {name: os.path.join(workdir, name) for name in ('config.json', 'summary.json')}
@@ -143,12 +156,14 @@ class Predictor:
     variables = {'params': state['params']}
     if state.get('batch_stats') is not None:
       variables['batch_stats'] = state['batch_stats']
-    scale = None
-    if os.path.exists(os.path.join(workdir, loader.FUNCTIONALS_FILE)):
-      with open(os.path.join(workdir, loader.FUNCTIONALS_FILE)) as f:
-        scale = json.load(f)
+    scales = {}
+    for name in (loader.FUNCTIONALS_FILE, loader.VISUAL_FILE):
+      if os.path.exists(os.path.join(workdir, name)):
+        with open(os.path.join(workdir, name)) as f:
+          scales[name] = json.load(f)
     return cls(config, variables, class_names, checkpoint=step_dir, window_seconds=window_seconds,
-               functionals_scale=scale)
+               functionals_scale=scales.get(loader.FUNCTIONALS_FILE), visual_scale=scales.get(loader.VISUAL_FILE),
+               visual_table=visual_features.load(visual) if visual else None)
 
   # -------------------------------------------------------------------------------------------
   # Recording -> windows of model inputs.
@@ -176,6 +191,7 @@ class Predictor:
     whole for the full-utterance variants, else cut into clips back to back. With `window_seconds`, a longer
     recording is first cut into half-overlapping windows of that length, each then treated so.
     """
+    visual = self._visual_row(source) if self.reads_visual else None
     wave, sr, video = self._load(source)
     features.check_waveform(wave, sr)  # as the array build checks every utterance
     duration = len(wave) / sr
@@ -203,7 +219,23 @@ class Predictor:
       if self.functionals:  # whole-utterance variants only: one input per window, its functionals as training's
         inputs[-1]['functionals'] = baselines.recording_features(
             piece, sr, self.functionals, self._extractors, denoise=baselines.WHOLE_UTTERANCE[self.spec.variant])
+    for example in inputs if visual is not None else ():
+      example['visual'] = visual
     return inputs, np.asarray(starts), duration
+
+  def _visual_row(self, source: str | tuple[np.ndarray, int]) -> np.ndarray:
+    """The recording's row of the visual features, found by its file name as training paired its utterances."""
+    if self.visual_table is None:
+      raise ValueError(f'{self.config.model.name} reads visual features: name their table or OpenFace folder '
+                       '(--visual_features)')
+    if not isinstance(source, str):
+      raise ValueError(f'{self.config.model.name} reads visual features, found by file name: give a file, not a '
+                       'waveform')
+    row = visual_features.lookup(self.visual_table, self.config.corpus.name, source)
+    if row is None:
+      key = visual_features.key_for(self.config.corpus.name, source)
+      raise ValueError(self.visual_table.errors.get(key, f'no visual features for {key} in {self.visual_table.source}'))
+    return row
 
   def speaker_statistics(self, sources: Iterable[str | tuple[np.ndarray, int]]) -> dict[str, np.ndarray]:
     """One speaker's statistics over every window of `sources` (their recordings), what a speaker-normalised
@@ -236,9 +268,10 @@ class Predictor:
     normalize = self.config.data.normalize
     out = {**example, 'audio': loader.standardize(example['audio'], normalize,
                                                   speaker_stats['audio'] if normalize == 'speaker' else None)}
-    if self.functionals:
-      mean, std = speaker_stats['functionals'] if normalize == 'speaker' else self.functionals_scale
-      out['functionals'] = ((example['functionals'] - mean) / std).astype(np.float32)
+    for key, scale in (('functionals', self.functionals_scale), ('visual', self.visual_scale)):
+      if key in example:
+        mean, std = speaker_stats[key] if normalize == 'speaker' else scale
+        out[key] = ((example[key] - mean) / std).astype(np.float32)
     return out
 
   def _predict(self, source, windows, speaker_stats: dict[str, np.ndarray] | None,
@@ -261,8 +294,7 @@ class Predictor:
     form one speaker) from all of that speaker's usable files; a speaker with one file gets a note saying so."""
     iterator = paths
     if progress and len(paths) > 1:
-      import tqdm  # pylint: disable=import-outside-toplevel
-      iterator = tqdm.tqdm(paths, desc='decode', unit='file')
+      iterator = progress_bar.bar(paths, desc='decode', unit='file')
     windows: dict[str, Any] = {}
     for path in iterator:  # each file decoded once; the statistics need every file before any prediction
       try:
@@ -380,9 +412,9 @@ def _statistics(windows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarra
   if not windows:
     raise ValueError('no recording to compute speaker statistics from')
   stats = {'audio': loader.speaker_statistics(windows, [{'speaker': ''}] * len(windows))['']}
-  if 'functionals' in windows[0]:
-    stats['functionals'] = np.stack(baselines.feature_scale(np.stack([x['functionals'] for x in windows])
-                                                            .astype(np.float64)))
+  for key in ('functionals', 'visual'):
+    if key in windows[0]:
+      stats[key] = np.stack(baselines.feature_scale(np.stack([x[key] for x in windows]).astype(np.float64)))
   return stats
 
 

@@ -211,8 +211,8 @@ def _model_field_defaults() -> dict[str, Any]:
   return defaults
 
 
-def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
-  """Problems of fields that are valid alone but not together."""
+def _across_fields(config: ml_collections.ConfigDict, check_paths: bool) -> list[str]:
+  """Problems of fields that are valid alone but not together (and, with check_paths, paths that are not there)."""
   problems = []
   dc, mc = config.data, config.model
   network = mc.name in models.MODELS
@@ -244,12 +244,12 @@ def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
   if reads_visual and not config.corpus.visual_features:
     problems.append(f'corpus.visual_features must name the visual features (a .csv table or a folder of OpenFace '
                     f'CSVs) for model {mc.name!r}' + (" with model.visual='features'" if mc.name == 'fusion' else ''))
-  elif config.corpus.visual_features and not os.path.exists(config.corpus.visual_features):
+  elif check_paths and config.corpus.visual_features and not os.path.exists(config.corpus.visual_features):
     problems.append(f'corpus.visual_features {config.corpus.visual_features!r} does not exist')
   elif config.corpus.visual_features and network and not reads_visual:
     problems.append(f'corpus.visual_features is not read by model {mc.name!r}'
                     + (" with model.visual='frames'" if mc.name == 'fusion' else '') + ': leave it empty')
-  if mc.pretrained and not os.path.isfile(mc.pretrained):
+  if check_paths and mc.pretrained and not os.path.isfile(mc.pretrained):
     problems.append(f'model.pretrained {mc.pretrained!r} is not a file')
   elif not mc.pretrained and 'byols' in (dc.functionals if network else mc.name).split('_'):
     problems.append(f'model.pretrained must name the BYOL-S weights (.npz) that the byols features of '
@@ -261,7 +261,7 @@ def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
     problems.append('init_keys and freeze_steps need init_from (the checkpoint they come from)')
   if config.freeze_steps and not config.init_keys:
     problems.append('freeze_steps freezes the init_keys subtrees: name them with init_keys')
-  if config.corpus.name != 'synthetic':
+  if check_paths and config.corpus.name != 'synthetic':
     root = config.corpus.root
     if not root:
       problems.append(f'corpus.root must name the folder of corpus {config.corpus.name!r} '
@@ -273,10 +273,11 @@ def _across_fields(config: ml_collections.ConfigDict) -> list[str]:
   return problems
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict, *, check_paths: bool = True) -> None:
   """Raises InvalidConfig listing every field that cannot work (each named), before anything is built.
 
-  Each field is checked alone (its type, range or choices), then the fields that must agree together.
+  Each field is checked alone (its type, range or choices), then the fields that must agree together, and (with
+  `check_paths`) that the folders and files named are there: a sweep listed here may run on another machine.
   """
   values = flatten(config)
   problems = [f'unknown field {k}' for k in sorted(set(values) - set(FIELDS) - set(OPTIONAL))]
@@ -286,7 +287,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if wrong:
       problems.append(f'{field} must be {wrong}, got {values[field]!r}')
   if not problems:  # the rules across fields read fields the single rules have vouched for
-    problems += _across_fields(config)
+    problems += _across_fields(config, check_paths)
   if problems:
     raise InvalidConfig('Invalid config: ' + '; '.join(problems) + '.')
 

@@ -20,9 +20,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
-from emojax import checkpoints, files, metrics, objectives
+from emojax import checkpoints, files, metrics, objectives, progress
 
 if TYPE_CHECKING:
   from emojax import loader
@@ -379,8 +378,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data: l
       stopped_early = True
       break
     batches = data.train.train_batches(tc.batch_size, seed=config.seed, epoch=epoch, start=position)
-    bar = tqdm(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
-               unit='batch', leave=False, dynamic_ncols=True, disable=not main_process)
+    bar = progress.bar(batches, total=steps_per_epoch - position, desc=f'epoch {epoch + 1}/{tc.num_epochs}',
+                       unit='batch', leave=False, disable=not main_process)
     pending = []  # (step, metrics still on the device)
 
     def flush():
@@ -395,7 +394,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data: l
         record = {'split': 'train', 'step': done, 'epoch': epoch, **m}
         log.write(record)
         epoch_train.append(record)
-        bar.set_postfix(loss=f'{m["loss"]:.3f}')
+        bar.set_postfix(loss=f'{m["loss"]:.3f}', refresh=False)  # drawn with the bar's next update
         if bad_steps >= tc.max_bad_steps:
           raise Diverged(f'Training diverged: steps {done - bad_steps + 1}-{done} were all non-finite (loss, '
                          f'gradient or update), so the run stopped. Last good checkpoint: '

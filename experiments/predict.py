@@ -33,6 +33,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a finished experimen
 _CHECKPOINT = flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint of the workdir.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the results here: .csv (one row per file) or .json (with '
                               'every window).')
+_VISUAL = flags.DEFINE_string('visual_features', None, 'Models of visual features (configs/ravdess_av.py): the '
+                               'recordings\' rows, a clip table (.csv) or a folder of OpenFace CSVs, found by file name '
+                               'as in training (emojax.visual_features).')
 _PLOT = flags.DEFINE_string('plot', None, 'Folder for one PNG per file: class probabilities over time.')
 _WINDOW = flags.DEFINE_float('window_seconds', None, 'Cut recordings longer than this into half-overlapping '
                              'windows, each treated as training treated an utterance (default: no windows, each '
@@ -93,7 +96,8 @@ def main(argv):
   if _OUTPUT.value and not _OUTPUT.value.endswith(('.csv', '.json')):
     fail(f'--output must end in .csv or .json, got {_OUTPUT.value!r}.')
   try:
-    predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value)
+    predictor = inference.Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, _WINDOW.value,
+                                                 visual=_VISUAL.value)
     scorer = predictor
     if _FUSE_WITH.value:
       scorer = inference.FusedPredictor(predictor, baselines.Baseline(_FUSE_WITH.value))

@@ -14,6 +14,7 @@ import miniature_emodb  # noqa: E402  (a helper next to this file)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, 'colab')
+SHARED = os.path.abspath(os.path.join(ROOT, '..', 'shared', 'data'))
 
 
 @pytest.fixture(scope='module')
@@ -26,6 +27,9 @@ def test_every_notebook_is_tested():
 
 
 PARAMETERS = {
+    'av_fusion_ravdess': ("RAVDESS_ROOT = {ravdess!r}\nVISUAL_FEATURES = {au!r}\nMODE = 'speaker'\nPRESET = 'smoke'\n"
+                          "FLAGS = ['--config.data.split=folds', '--config.data.fold=0', '--config.data.audio_size=(32, 48)', "
+                          "'--config.train.num_epochs=1']"),
     'quickstart': "PRESET = 'smoke'",
     'real_corpus_crossval': "CORPUS = 'emodb'\nCORPUS_ROOT = {emodb!r}\nPRESET = 'smoke,blind,nopaper'",
     'pretrain_finetune': "PRESET = 'smoke'",
@@ -40,7 +44,9 @@ def test_notebook_runs_end_to_end(name, tmp_path, data_dir):
   notebook = nbformat.read(os.path.join(COLAB, f'{name}.ipynb'), as_version=4)
   [cell] = [c for c in notebook.cells if 'parameters' in c.metadata.get('tags', [])]
   emodb = str(miniature_emodb.make_miniature_emodb(tmp_path / 'emodb')) if 'CORPUS_ROOT' in PARAMETERS[name] else ''
-  cell.source = PARAMETERS[name].format(emodb=emodb) + f'\nOUT = {str(tmp_path / "out")!r}\nDATA_DIR = {data_dir!r}'
+  ravdess = _ravdess_actors(tmp_path) if 'RAVDESS_ROOT' in PARAMETERS[name] else ''
+  cell.source = (PARAMETERS[name].format(emodb=emodb, ravdess=ravdess, au=os.path.join(SHARED, 'ravdess-au', 'au.csv'))
+                 + f'\nOUT = {str(tmp_path / "out")!r}\nDATA_DIR = {data_dir!r}')
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': COLAB}}).execute()
   outputs = [o for c in notebook.cells if c.cell_type == 'code' for o in c.outputs]
@@ -48,6 +54,18 @@ def test_notebook_runs_end_to_end(name, tmp_path, data_dir):
   assert any('image/png' in o.get('data', {}) for o in outputs)  # every notebook shows its plots
   if name == 'real_corpus_crossval':
     _check_cross_validation(tmp_path / 'out' / 'crossval_emodb', emodb, data_dir)
+
+
+def _ravdess_actors(tmp_path, actors=('01', '02', '03', '04')):
+  """Four RAVDESS actors (linked, not copied) for the audio-visual notebook; it needs the real recordings."""
+  if not all(os.path.isdir(os.path.join(SHARED, 'ravdess', f'Actor_{a}')) for a in actors) or not os.path.exists(
+      os.path.join(SHARED, 'ravdess-au', 'au.csv')):
+    pytest.skip(f'RAVDESS speech or its action units absent under {SHARED} (shared/data)')
+  root = tmp_path / 'ravdess'
+  root.mkdir()
+  for actor in actors:
+    os.symlink(os.path.join(SHARED, 'ravdess', f'Actor_{actor}'), root / f'Actor_{actor}')
+  return str(root)
 
 
 def _check_cross_validation(workdir, corpus_root, data_dir):

@@ -22,7 +22,8 @@ class _Tiny(nn.Module):
 
 
 def _optim(**kw):
-  return ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, l1=0.0, max_grad_norm=0.0, **kw))
+  return ml_collections.ConfigDict({**dict(learning_rate=1e-2, weight_decay=0.01, l1=0.0, max_grad_norm=0.0,
+                                          schedule='constant', warmup_epochs=0.0), **kw})
 
 
 def _batch(seed=0):

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from emojax import loader, schema
+from emojax import inference, loader, schema
 from experiments.configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,16 +99,37 @@ def test_the_audio_visual_config_trains_on_real_ravdess_speech_and_action_units(
   root.mkdir()
   for actor in actors:
     os.symlink(actor, root / os.path.basename(actor))
+  def run(preset, workdir, *extra):
+    done = subprocess.run(
+        [sys.executable, '-m', 'experiments.run', f'--config=configs/ravdess_av.py:{preset}', f'--workdir={workdir}',
+         f'--config.corpus.root={root}', f'--config.corpus.visual_features={table}',
+         f'--config.data.data_dir={tmp_path / "arrays"}', '--config.data.split=folds', '--config.data.fold=0',
+         '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1', '--config.data.normalize=speaker',
+         *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
   workdir = tmp_path / 'w'
-  done = subprocess.run(
-      [sys.executable, '-m', 'experiments.run', '--config=configs/ravdess_av.py:smoke', f'--workdir={workdir}',
-       f'--config.corpus.root={root}', f'--config.corpus.visual_features={table}',
-       f'--config.data.data_dir={tmp_path / "arrays"}', '--config.data.split=folds', '--config.data.fold=0',
-       '--config.data.audio_size=(32, 48)', '--config.train.num_epochs=1', '--config.data.normalize=speaker'],
-      cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert done.returncode == 0, done.stderr[-3000:]
+  done = run('smoke', workdir)
   assert 'test accuracy' in done.stdout
+  # The paper's two stages on the same clips: contrastive pre-training of the two encoders (held-out retrieval),
+  # then the fusion fine-tuned from them.
+  pretrain = run('pretrain,smoke', tmp_path / 'pre')
+  assert 'audio->video recall@1' in pretrain.stdout
+  assert 'chance_at_1' in json.load(open(tmp_path / 'pre' / 'summary.json'))['final']
+  tuned = run('pretrained,smoke', tmp_path / 'tuned', f'--config.init_from={tmp_path / "pre"}/checkpoints/latest')
+  assert 'Initialised audio_encoder, video_encoder from' in tuned.stdout and 'test accuracy' in tuned.stdout
   summary = json.load(open(workdir / 'summary.json'))
   assert summary['final']['count'] == 60 and len(summary['class_names']) == 8  # one actor's 60 clips, 8 emotions
   assert json.load(open(workdir / loader.VISUAL_FILE))['names'][0] == 'AU01_r'
+  # Prediction from the files and the table reproduces the run's own test probabilities (the test actor's
+  # statistics from all of its files, as training took them).
+  recorded = json.load(open(workdir / 'predictions.json'))
+  files = [glob.glob(os.path.join(str(root), '*', f'03-{u}.*'))[0] for u in recorded['utterances']]
+  predictor = inference.Predictor.from_workdir(str(workdir), visual=table)
+  results = predictor.predict_files(files, speakers={f: 'the test actor' for f in files}, progress=False)
+  assert all(r.error is None for r in results)
+  np.testing.assert_allclose(np.stack([r.probabilities for r in results]), recorded['best'], atol=1e-5)
+  with pytest.raises(ValueError, match='reads visual features: name their table'):
+    inference.Predictor.from_workdir(str(workdir)).predict(files[0])
   assert os.path.exists(os.path.join(str(workdir), 'checkpoints'))

@@ -15,7 +15,8 @@ import ml_collections
 from emojax import models, train
 from experiments.benchmark import common, machine
 
-OPTIMIZER = ml_collections.ConfigDict({'learning_rate': 1e-4, 'weight_decay': 0.01, 'max_grad_norm': 0.0})
+OPTIMIZER = ml_collections.ConfigDict({'learning_rate': 1e-4, 'weight_decay': 0.01, 'max_grad_norm': 0.0,
+                                       'schedule': 'constant', 'warmup_epochs': 0.0})
 # The jax.monitoring event of each XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT); its
 # `fun_name` is 'jit(<function name>)'.
 BACKEND_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'

@@ -12,17 +12,21 @@ audio-visual clip name 01-01-EE-II-SS-RR-NN (a .csv with a `clip` column) or a f
 classifier (model.visual='features'). Held out: actors 01-04 (configs/emodb.py:ravdess); --config.data.split=folds
 --config.data.fold=k for actor folds. Mode: speaker-blind (the visual features standardised on the training side)
 or --config.data.normalize=speaker (each actor's spectrograms, functionals and visual features on that actor's clips).
-Presets (comma-separated): audio | visual (one stream); smoke (two epochs, batch 8).
+Presets (comma-separated): audio | visual (one stream); pretrain (contrastive pre-training of the fusion's two
+encoders: InfoNCE, `margin` for the paper's loss) then pretrained (the fusion fine-tuned from its last checkpoint,
+with the same other presets); smoke (two epochs, batch 8).
 """
 from experiments.configs import common, emodb
 
-PRESETS = ('audio', 'visual', 'smoke')
+PRESETS = ('audio', 'visual', 'pretrain', 'margin', 'pretrained', 'smoke')
 
 
 def get_config(arg=None):
   chosen = common.presets(arg, PRESETS)
-  if {'audio', 'visual'} <= chosen:
-    raise ValueError('Choose one of audio, visual (or neither: the fusion).')
+  if len(chosen & {'audio', 'visual', 'pretrain', 'pretrained'}) > 1:
+    raise ValueError('Choose one of audio, visual, pretrain, pretrained (or none: the fusion).')
+  if 'margin' in chosen and 'pretrain' not in chosen:
+    raise ValueError('margin is a loss of the pretrain preset.')
   c = emodb.get_config(','.join(['ravdess', *sorted(chosen & {'smoke'})]))
   c.workdir = common.workdir('ravdess_av', chosen)
   c.data.class_set = 'all'
@@ -31,6 +35,14 @@ def get_config(arg=None):
     c.model.name = 'visual_mlp' if 'visual' in chosen else 'fusion'
   if c.model.name == 'fusion':
     c.model.visual = 'features'
+  if 'pretrain' in chosen:  # as configs/pretrain.py: the encoders from scratch, a higher rate
+    c.objective = 'contrastive'
+    c.contrastive.loss = 'margin' if 'margin' in chosen else 'infonce'
+    c.optim.learning_rate = 1e-3
+    c.optim.label_smoothing = 0.0
+  if 'pretrained' in chosen:
+    c.init_from = common.workdir('ravdess_av', (chosen - {'pretrained'}) | {'pretrain'}) + '/checkpoints/latest'
+    c.init_keys = ('audio_encoder', 'video_encoder')
   if 'visual' in chosen:  # the face alone reads no spectrogram augmentation or functionals
     c.data.functionals = ''
     c.data.augment.freq_masks = c.data.augment.time_masks = 0
