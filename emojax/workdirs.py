@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import socket
-from typing import Any
 
 import ml_collections
 

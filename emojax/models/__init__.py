@@ -1,8 +1,9 @@
-"""The paper's networks, chosen by name: cnn, cnn_rnn, cnn_lstm, video3d, fusion.
+"""The models, chosen by name: the paper's cnn, cnn_rnn, cnn_lstm, video3d, fusion; and visual_mlp.
 
 Every model is a Flax Linen module used through `init`/`apply`:
 `model.apply(variables, inputs, train=...)` gives logits (B, classes) from
-`inputs['audio']` (B, H, W, C) and/or `inputs['video']` (B, T, H, W, 3);
+`inputs['audio']` (B, H, W, C) and/or `inputs['video']` (B, T, H, W, 3) or `inputs['visual']` (B, D), per-clip
+visual features (visual_mlp; fusion with visual='features');
 `method='embed'` gives the 64-d embedding (fusion: {'audio', 'video'}).
 The audio models also read `inputs['functionals']` (B, F) when the data gives them (`data.functionals`: a
 hybrid network): the utterance's standardised eGeMAPS or MFCC statistics join the pooled spectrogram
