@@ -15,7 +15,8 @@ Rows (model x mode, 8 classes):
   visual        the face network alone (visual_mlp on the action units)
   baselines     <features>_<classifier> of emojax.baselines: eGeMAPS, AUs, eGeMAPS+AUs, BYOL-S+AUs,
                 BYOL-S+eGeMAPS+AUs, logistic regression and RBF SVM
-  late fusion   the report's mean of two rows' test probabilities: egemaps_svm + au_svm, and the two logregs
+  late fusion   the report's mean of two rows' test probabilities (equal weights): egemaps_svm + au_svm, the two
+                logregs, and fusion+byols + byols_egemaps_au_logreg
 Networks: SEEDS seeds per fold (the report gives their mean and the seed ensemble).
 """
 from emojax import sweeps
@@ -31,7 +32,8 @@ NETWORKS = {
 }
 BASELINES = ('egemaps_logreg', 'egemaps_svm', 'au_logreg', 'au_svm', 'egemaps_au_logreg', 'egemaps_au_svm',
              'byols_au_logreg', 'byols_egemaps_au_logreg', 'byols_egemaps_au_svm')
-FUSIONS = [('model', ('egemaps_svm', 'au_svm')), ('model', ('egemaps_logreg', 'au_logreg'))]
+FUSIONS = [('model', ('egemaps_svm', 'au_svm')), ('model', ('egemaps_logreg', 'au_logreg')),
+           ('model', ('fusion+byols', 'byols_egemaps_au_logreg'))]
 
 
 def get_config(arg=None):
