@@ -12,13 +12,15 @@ audio-visual clip name 01-01-EE-II-SS-RR-NN (a .csv with a `clip` column) or a f
 classifier (model.visual='features'). Held out: actors 01-04 (configs/emodb.py:ravdess); --config.data.split=folds
 --config.data.fold=k for actor folds. Mode: speaker-blind (the visual features standardised on the training side)
 or --config.data.normalize=speaker (each actor's spectrograms, functionals and visual features on that actor's clips).
-Presets (comma-separated): audio | visual (one stream); pretrain (contrastive pre-training of the fusion's two
+Presets (comma-separated): audio | visual (one stream); byols (the audio stream also reads the frozen BYOL-S
+embedding, data.functionals=byols_egemaps: name its weights with --config.model.pretrained=W; better than the
+default on the validation actors of configs/sweeps/av_crossval.py, docs/results.md); pretrain (contrastive pre-training of the fusion's two
 encoders: InfoNCE, `margin` for the paper's loss) then pretrained (the fusion fine-tuned from its last checkpoint,
 with the same other presets); smoke (two epochs, batch 8).
 """
 from experiments.configs import common, emodb
 
-PRESETS = ('audio', 'visual', 'pretrain', 'margin', 'pretrained', 'smoke')
+PRESETS = ('audio', 'visual', 'byols', 'pretrain', 'margin', 'pretrained', 'smoke')
 
 
 def get_config(arg=None):
@@ -35,6 +37,8 @@ def get_config(arg=None):
     c.model.name = 'visual_mlp' if 'visual' in chosen else 'fusion'
   if c.model.name == 'fusion':
     c.model.visual = 'features'
+  if 'byols' in chosen:
+    c.data.functionals = 'byols_egemaps'
   if 'pretrain' in chosen:  # as configs/pretrain.py: the encoders from scratch, a higher rate
     c.objective = 'contrastive'
     c.contrastive.loss = 'margin' if 'margin' in chosen else 'infonce'
