@@ -219,8 +219,9 @@ class Predictor:
       if self.functionals:  # whole-utterance variants only: one input per window, its functionals as training's
         inputs[-1]['functionals'] = baselines.recording_features(
             piece, sr, self.functionals, self._extractors, denoise=baselines.WHOLE_UTTERANCE[self.spec.variant])
-    for example in inputs if visual is not None else ():
-      example['visual'] = visual
+    if visual is not None:  # one row per recording, the same for each of its inputs
+      for example in inputs:
+        example['visual'] = visual
     return inputs, np.asarray(starts), duration
 
   def _visual_row(self, source: str | tuple[np.ndarray, int]) -> np.ndarray:
