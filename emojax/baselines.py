@@ -48,9 +48,9 @@ WHOLE_UTTERANCE = {'ds1': False, 'ds3': True}  # variant -> denoised; clip varia
 
 
 # The config fields a baseline reads (corpus.* too): a sweep point's other fields may change freely.
-READS = ('seed', 'model.name', 'model.pretrained', 'data.data_dir', 'data.variant', 'data.class_set', 'data.merge_exc', 'data.split',
-         'data.test_speakers', 'data.num_test_speakers', 'data.num_val_speakers', 'data.fold', 'data.num_folds',
-         'data.test_fraction', 'data.normalize')
+READS = ('seed', 'model.name', 'model.pretrained', 'data.data_dir', 'data.variant', 'data.class_set',
+         'data.merge_exc', 'data.split', 'data.test_speakers', 'data.num_test_speakers', 'data.num_val_speakers',
+         'data.fold', 'data.num_folds', 'data.test_fraction', 'data.normalize')
 
 
 def is_baseline(name: str) -> bool:
@@ -87,7 +87,6 @@ def byols_embedding(wave: np.ndarray, sr: int, *, variables: dict) -> np.ndarray
 
 
 EXTRACTORS = {'mfcc': mfcc_statistics, 'egemaps': egemaps_functionals}
-AUDIO_FEATURES = (*EXTRACTORS, 'byols')  # per-recording features computed from the audio
 
 
 def functionals_of(wave: np.ndarray, sr: int, kind: str, *, denoise: bool = False, extractor=None) -> np.ndarray:
@@ -150,7 +149,8 @@ def feature_matrix(corpus, items: Sequence[Utterance], kind: str, *, denoise: bo
   return np.stack(rows), usable, errors
 
 
-def feature_set(config, corpus, items: Sequence[Utterance], kinds: str) -> tuple[np.ndarray, list[bool], dict[str, str]]:
+def feature_set(config, corpus, items: Sequence[Utterance],
+                kinds: str) -> tuple[np.ndarray, list[bool], dict[str, str]]:
   """`feature_matrix` of a feature set (FEATURE_SETS): its parts side by side, for the items every part has."""
   parts, usable, errors = [], [True] * len(items), {}
   extractors = audio_extractors(kinds, config.model.pretrained)
@@ -183,7 +183,8 @@ def audio_extractors(kinds: str, pretrained: str = '') -> dict:
   return extractors
 
 
-def recording_features(wave: np.ndarray, sr: int, kinds: str, extractors: dict, *, denoise: bool = False) -> np.ndarray:
+def recording_features(wave: np.ndarray, sr: int, kinds: str, extractors: dict, *,
+                       denoise: bool = False) -> np.ndarray:
   """The audio feature set `kinds` of one recording, its parts side by side (as `feature_set` gives them)."""
   return np.concatenate([functionals_of(wave, sr, kind, denoise=denoise, extractor=extractors[kind])
                          for kind in kinds.split('_')])
@@ -203,7 +204,8 @@ def visual_matrix(config, items: Sequence[Utterance]) -> tuple[np.ndarray, list[
     else:
       rows.append(row)
   if not rows:
-    raise ValueError(f'No utterance has a row in {config.corpus.visual_features}; e.g. {dict(list(errors.items())[:3])}')
+    raise ValueError(f'No utterance has a row in {config.corpus.visual_features}; '
+                     f'e.g. {dict(list(errors.items())[:3])}')
   return np.stack(rows), usable, errors
 
 
